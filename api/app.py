@@ -1,0 +1,52 @@
+"""The Litestar application factory."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from litestar import Litestar
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
+from litestar.types import ControllerRouterHandler, LifespanHook
+
+from api import controllers
+from api.controllers.root import RootController
+from api.deps import provide_principal, provide_uow
+from api.errors import EXCEPTION_HANDLERS
+from api.middleware import add_version_header
+from core.runtime import VERSION, Runtime
+
+
+def route_handlers() -> list[ControllerRouterHandler]:
+    """Every controller of the API, in one explicit list."""
+    handlers: list[ControllerRouterHandler] = [RootController]
+    handlers.extend(controllers.registered())
+    return handlers
+
+
+def create_app(
+    runtime: Runtime,
+    *,
+    on_startup: Sequence[LifespanHook] = (),
+    on_shutdown: Sequence[LifespanHook] = (),
+) -> Litestar:
+    """Build the API around an already-configured runtime."""
+    app = Litestar(
+        route_handlers=route_handlers(),
+        dependencies={"uow": Provide(provide_uow), "principal": Provide(provide_principal)},
+        exception_handlers=EXCEPTION_HANDLERS,
+        before_send=[add_version_header],
+        request_max_body_size=runtime.settings.max_body_bytes,
+        openapi_config=OpenAPIConfig(
+            title="Kontena Master API",
+            version=VERSION,
+            path="/docs",
+            render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
+        ),
+        on_startup=list(on_startup),
+        on_shutdown=list(on_shutdown),
+        debug=False,
+    )
+    app.state.runtime = runtime
+    return app

@@ -1,0 +1,1 @@
+"""Framework-free domain logic shared by the API, the workers and the scheduler."""

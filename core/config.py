@@ -1,0 +1,72 @@
+"""Settings read from ``KONTENA_*`` environment variables, with embedded defaults."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+PREFIX = "KONTENA_"
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    """Every knob of the master; see docs/configuration.md for each one."""
+
+    data_dir: str = "./data"
+    database_url: str = ""
+    redis_url: str = ""
+    host: str = "127.0.0.1"
+    port: int = 8080
+    public_url: str = ""
+    vault_key: str = ""
+    vault_old_keys: str = ""
+    log_level: str = "info"
+    server_name: str = "kontena-master"
+    max_body_bytes: int = 1_048_576
+    token_rate_limit: int = 60
+    token_rate_window: int = 60
+    refresh_token_expires_in: int = 7200
+    recovery_after: int = 60
+    work_deadline: int = 1800
+    lease_ttl: int = 15
+    event_log_retention_days: int = 30
+    audit_log_retention_days: int = 365
+    worker_threads: int = 4
+    worker_processes: int = 1
+
+    @property
+    def embedded_queue(self) -> bool:
+        """True when jobs run in this process (no Redis configured)."""
+        return not self.redis_url
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The database URL, defaulting to a SQLite file in the data directory."""
+        if self.database_url:
+            return self.database_url
+        path = (Path(self.data_dir) / "kontena.db").resolve()
+        return f"sqlite+aiosqlite:///{path}"
+
+    @property
+    def resolved_public_url(self) -> str:
+        """The URL users and agents reach the master on."""
+        return self.public_url or f"http://{self.host}:{self.port}"
+
+
+def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """Build settings from ``KONTENA_*`` variables; explicit overrides win."""
+    env = os.environ if env is None else env
+    fields = {f.name: f for f in msgspec.structs.fields(Settings)}
+    values: dict[str, Any] = {}
+    for name in fields:
+        raw = env.get(PREFIX + name.upper())
+        if raw is not None and raw != "":
+            values[name] = raw
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return msgspec.convert(values, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        raise ValueError(f"invalid KONTENA_* setting: {exc}") from exc

@@ -1,0 +1,27 @@
+"""SQLAlchemy models, database setup and migrations."""
+
+from models.base import Base
+from models.config import ConfigEntry
+from models.grids import Grid
+from models.leases import Lease, TickRun
+from models.logs import AuditLog, EventLog
+from models.tokens import AccessToken
+from models.users import Role, User, grid_users, user_roles
+from models.work import WorkRowMixin, WorkState
+
+__all__ = [
+    "AccessToken",
+    "AuditLog",
+    "Base",
+    "ConfigEntry",
+    "EventLog",
+    "Grid",
+    "Lease",
+    "Role",
+    "TickRun",
+    "User",
+    "WorkRowMixin",
+    "WorkState",
+    "grid_users",
+    "user_roles",
+]

@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# The project's single test command:  bash tests/run.sh [pytest args...]
+#
+# Installs what is missing (Debian packages, uv), starts PRIVATE PostgreSQL
+# and Redis instances on free loopback ports in a temp dir, runs
+# uv sync -> ruff check -> ruff format --check -> mypy -> pytest (failing
+# fast), then stops everything it started. Works as root on a bare Debian 12
+# machine (CI) and on a machine that already runs its own PostgreSQL/Redis,
+# which are never used or touched.
+#
+#   KONTENA_TEST_SKIP_LINT=1   skip ruff and mypy (quick local runs)
+#
+# Tests get:
+#   KONTENA_TEST_DATABASE_URL  postgresql+asyncpg://... (database kontena_test)
+#   KONTENA_TEST_PG_ADMIN_URL  postgresql://... (database postgres, to create more DBs)
+#   KONTENA_TEST_REDIS_URL     redis://127.0.0.1:PORT/0
+#   KONTENA_TEST_ENV_DIR       the run's temp dir (logs, sockets; removed at exit)
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# shellcheck source=tests/env/lib.sh
+source tests/env/lib.sh
+
+# Debian packages the environment needs. Add new services' packages here.
+KT_DEBS=(postgresql redis-server)
+command -v python3 >/dev/null || KT_DEBS+=(python3) # free_port needs it
+
+# ---------------------------------------------------------------- phase timing
+
+_PHASES=() # "name|microseconds|result"
+_PHASE=""
+_PHASE_T0=0
+phase_begin() { _PHASE=$1 _PHASE_T0=$(_kt_now_us); }
+phase_end() {
+	_PHASES+=("$_PHASE|$(($(_kt_now_us) - _PHASE_T0))|${1:-ok}")
+	_PHASE=""
+}
+phase_skip() { _PHASES+=("$1|0|skipped"); }
+# run_phase NAME CMD...: run CMD as a timed phase. Runs in this shell (not a
+# subshell) so functions can export variables; a failure exits via `set -e`
+# and on_exit records the open phase as failed.
+run_phase() {
+	phase_begin "$1"
+	shift
+	"$@"
+	phase_end
+}
+
+print_phases() {
+	local row name us result
+	printf '\n%-24s %9s  %s\n' phase seconds result >&2
+	for row in "${_PHASES[@]}"; do
+		IFS='|' read -r name us result <<<"$row"
+		printf '%-24s %5d.%03d  %s\n' "$name" $((us / 1000000)) $((us % 1000000 / 1000)) "$result" >&2
+	done
+}
+
+on_exit() {
+	local rc=$?
+	trap - EXIT INT TERM
+	[[ -n $_PHASE ]] && phase_end "FAILED (exit $rc)"
+	run_phase teardown stop_all
+	print_phases
+	if ((rc == 5)) && [[ ${_PHASES[-2]} == pytest\|* ]]; then
+		echo "pytest collected no tests: that counts as a failure" >&2
+	fi
+	((rc == 0)) && echo "tests/run.sh: all phases passed" >&2
+	exit "$rc"
+}
+trap on_exit EXIT
+# A plain `trap stop_all INT` would let the script carry on after ^C:
+# exit instead, which runs on_exit exactly once.
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ---------------------------------------------------------------- tools
+
+run_phase "install debs" ensure_debs "${KT_DEBS[@]}"
+run_phase "install uv" ensure_uv
+
+# ---------------------------------------------------------------- services
+
+setup_services() {
+	reap_stale_envs
+	make_env_dir
+	local pg_port redis_port
+	pg_port=$(free_port)
+	redis_port=$(free_port)
+	start_postgres "$KT_ENV_DIR" "$pg_port"
+	"$KT_PG_BIN/createdb" -h 127.0.0.1 -p "$pg_port" -U postgres kontena_test
+	start_redis "$KT_ENV_DIR" "$redis_port"
+	# New services (Docker daemons, Pebble) start here and export their URLs.
+
+	export KONTENA_TEST_DATABASE_URL="postgresql+asyncpg://postgres@127.0.0.1:$pg_port/kontena_test"
+	export KONTENA_TEST_PG_ADMIN_URL="postgresql://postgres@127.0.0.1:$pg_port/postgres"
+	export KONTENA_TEST_REDIS_URL="redis://127.0.0.1:$redis_port/0"
+	export KONTENA_TEST_ENV_DIR="$KT_ENV_DIR"
+}
+run_phase "start services" setup_services
+env | grep '^KONTENA_TEST_' | sort >&2
+
+# ---------------------------------------------------------------- checks
+
+if [[ -f uv.lock ]]; then
+	run_phase "uv sync" uv sync --frozen
+else
+	run_phase "uv sync (no uv.lock)" uv sync
+fi
+# Everything below uses exactly the environment synced above (no re-lock).
+UV_RUN=(uv run --frozen)
+
+if [[ ${KONTENA_TEST_SKIP_LINT:-0} == 1 ]]; then
+	phase_skip "ruff check"
+	phase_skip "ruff format --check"
+	phase_skip "mypy"
+else
+	run_phase "ruff check" "${UV_RUN[@]}" ruff check .
+	run_phase "ruff format --check" "${UV_RUN[@]}" ruff format --check .
+	run_phase "mypy" "${UV_RUN[@]}" mypy
+fi
+
+# Any non-zero exit fails the run, including 5 (no tests collected).
+run_phase "pytest" "${UV_RUN[@]}" pytest "$@"

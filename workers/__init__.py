@@ -1,0 +1,1 @@
+"""Dramatiq broker setup and the actors that execute every mutating action."""
