@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from litestar import MediaType, Request, Response
 from litestar.exceptions import (
@@ -20,17 +21,19 @@ from core.errors import KontenaError
 log = logging.getLogger(__name__)
 
 
-def kontena_error(_: Request, exc: KontenaError) -> Response[object]:
+def kontena_error(_: Request[Any, Any, Any], exc: KontenaError) -> Response[object]:
     """Render a domain error with its status, body and headers."""
-    return Response(exc.body, status_code=exc.status, headers=exc.headers, media_type=MediaType.JSON)
+    return Response(
+        exc.body, status_code=exc.status, headers=exc.headers, media_type=MediaType.JSON
+    )
 
 
-def not_found(_: Request, exc: NotFoundException) -> Response[object]:
+def not_found(_: Request[Any, Any, Any], exc: NotFoundException) -> Response[object]:
     """Unknown paths answer like unknown resources."""
     return Response({"error": "Not found"}, status_code=404)
 
 
-def http_error(_: Request, exc: HTTPException) -> Response[object]:
+def http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[object]:
     """Litestar's own client errors (405, 413, bad parameters) in Kontena's shape."""
     if isinstance(exc, RequestEntityTooLarge):
         return Response({"error": "Request body too large"}, status_code=413)
@@ -52,13 +55,13 @@ def _validation_tree(exc: ValidationException) -> dict[str, str] | str:
     return tree or exc.detail
 
 
-def integrity_error(_: Request, exc: IntegrityError) -> Response[object]:
+def integrity_error(_: Request[Any, Any, Any], exc: IntegrityError) -> Response[object]:
     """A unique-constraint race the validation could not see: a conflict, never a 500."""
     log.info("integrity error: %s", exc.orig)
     return Response({"error": "Conflicts with an existing resource"}, status_code=409)
 
 
-def internal_error(_: Request, exc: Exception) -> Response[object]:
+def internal_error(_: Request[Any, Any, Any], exc: Exception) -> Response[object]:
     """Anything unexpected: logged with its traceback, answered without details."""
     log.exception("unhandled error", exc_info=exc)
     return Response({"message": "Internal server error"}, status_code=500)

@@ -44,7 +44,8 @@ class Principal:
 
     def grid_admin(self, grid: Grid) -> bool:
         """May change ``grid`` itself and manage its node tokens."""
-        return self.master_admin or (GRID_ADMIN in self.user.role_names and grid.id in self.grid_ids)
+        roles = self.user.role_names
+        return self.master_admin or (GRID_ADMIN in roles and grid.id in self.grid_ids)
 
 
 def bearer_token(header: str | None) -> str | None:

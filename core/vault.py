@@ -1,4 +1,4 @@
-"""AES-256-GCM envelope encryption: a fresh data key per value, wrapped by a versioned master key."""
+"""AES-256-GCM envelope encryption: a data key per value, wrapped by a versioned master key."""
 
 from __future__ import annotations
 
@@ -50,7 +50,8 @@ class Vault:
         """Encrypt ``plaintext``; ``context`` (e.g. the row it belongs to) is authenticated."""
         data_key = AESGCM.generate_key(bit_length=256)
         wrap_nonce, value_nonce = os.urandom(_NONCE), os.urandom(_NONCE)
-        wrapped = AESGCM(self.current.key).encrypt(wrap_nonce, data_key, self.current.key_id.encode())
+        key_id = self.current.key_id.encode()
+        wrapped = AESGCM(self.current.key).encrypt(wrap_nonce, data_key, key_id)
         sealed = AESGCM(data_key).encrypt(value_nonce, plaintext.encode(), context.encode())
         blob = base64.b64encode(wrap_nonce + wrapped + value_nonce + sealed).decode()
         return f"{PREFIX}:{self.current.key_id}:{blob}"

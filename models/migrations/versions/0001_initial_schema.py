@@ -9,9 +9,8 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
-
-from sqlalchemy.dialects import postgresql
 from sqlalchemy import Text
+from sqlalchemy.dialects import postgresql
 
 import models.base
 

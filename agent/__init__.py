@@ -1,0 +1,1 @@
+"""The node agent (arrives with node support)."""

@@ -1,0 +1,1 @@
+"""Placement (pure) and the periodic clock that sends jobs."""

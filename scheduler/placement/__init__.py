@@ -1,0 +1,1 @@
+"""Pure placement: filters, strategies and the affinity grammar (arrives with deploys)."""
