@@ -9,7 +9,8 @@ from litestar import Request
 from litestar.datastructures import State
 from sqlalchemy import select
 
-from core.audit import RequestInfo
+# client_ip and request_info live with the audit helpers; re-exported for controllers.
+from api.audit import client_ip, current_principal, ensure_audited, remember_principal, request_info
 from core.auth import Principal, authenticate
 from core.errors import AccessDenied, NotFound
 from core.runtime import Runtime
@@ -23,8 +24,14 @@ def get_runtime(state: State) -> Runtime:
     return runtime
 
 
-async def provide_uow(state: State) -> AsyncGenerator[UnitOfWork, None]:
-    """A request-scoped unit of work: commits (then sends jobs) when the handler succeeds."""
+async def provide_uow(
+    state: State, request: Request[Any, Any, Any]
+) -> AsyncGenerator[UnitOfWork, None]:
+    """A request-scoped unit of work: commits (then sends jobs) when the handler succeeds.
+
+    A successful mutating request is audited in the same transaction, by its handler or else
+    by :func:`api.audit.ensure_audited`.
+    """
     runtime = get_runtime(state)
     async with runtime.db.session() as session:
         uow = UnitOfWork(session, runtime.sender)
@@ -34,12 +41,15 @@ async def provide_uow(state: State) -> AsyncGenerator[UnitOfWork, None]:
             await uow.rollback()
             raise
         else:
+            ensure_audited(request, session)
             await uow.commit()
 
 
 async def provide_principal(request: Request[Any, Any, Any], uow: UnitOfWork) -> Principal:
     """The authenticated caller, or Kontena's 403 ``invalid_token``."""
-    return await authenticate(uow.session, request.headers.get("authorization"))
+    principal = await authenticate(uow.session, request.headers.get("authorization"))
+    remember_principal(request, principal)
+    return principal
 
 
 async def load_grid(uow: UnitOfWork, principal: Principal, name: str) -> Grid:
@@ -52,18 +62,12 @@ async def load_grid(uow: UnitOfWork, principal: Principal, name: str) -> Grid:
     return grid
 
 
-def client_ip(request: Request[Any, Any, Any]) -> str | None:
-    """The caller's address as the ASGI server saw it."""
-    return request.client.host if request.client else None
-
-
-def request_info(
-    request: Request[Any, Any, Any], body: bytes | None = None, *, secret: bool = False
-) -> RequestInfo:
-    """What the audit log keeps of a request; bodies of secret routes are never kept."""
-    return RequestInfo(
-        source_ip=client_ip(request),
-        user_agent=request.headers.get("user-agent"),
-        parameters=dict(request.query_params),
-        body=None if secret or body is None else body.decode(errors="replace")[:10_000],
-    )
+__all__ = [
+    "client_ip",
+    "current_principal",
+    "get_runtime",
+    "load_grid",
+    "provide_principal",
+    "provide_uow",
+    "request_info",
+]

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.auth import Principal
 from models import AuditLog, Grid
+
+DEFAULT_LIMIT = 500
+MAX_LIMIT = 3000
+_LEADING_INT = re.compile(r"\s*[+-]?\d+")
+
+# Marks a session that holds an audit entry, so the API can audit what a handler forgot.
+_AUDITED = "kontena.audited"
 
 
 @dataclass(frozen=True)
@@ -49,4 +59,28 @@ def record_audit(
         request_body=None if secret else request.body,
     )
     session.add(entry)
+    session.info[_AUDITED] = True
     return entry
+
+
+def was_audited(session: AsyncSession) -> bool:
+    """True once :func:`record_audit` added an entry to ``session``."""
+    return bool(session.info.get(_AUDITED))
+
+
+def audit_limit(raw: str | None) -> int:
+    """Kontena's ``limit``: honoured within 1..3000 (read like Ruby's ``to_i``), else 500."""
+    match = _LEADING_INT.match(raw or "")
+    limit = int(match.group()) if match else 0
+    return limit if 1 <= limit <= MAX_LIMIT else DEFAULT_LIMIT
+
+
+async def list_audit_logs(
+    session: AsyncSession, *, limit: int, grid: Grid | None = None
+) -> Sequence[AuditLog]:
+    """The newest ``limit`` entries (of ``grid`` when given), returned oldest first."""
+    query = select(AuditLog).order_by(AuditLog.id.desc()).limit(limit)
+    if grid is not None:
+        query = query.where(AuditLog.grid_id == grid.id)
+    rows = (await session.execute(query)).scalars().all()
+    return list(reversed(rows))

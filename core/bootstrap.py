@@ -6,6 +6,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.auth import MASTER_ADMIN
+from core.runtime import Runtime
 from models import Role, User
 from models.users import LOCAL_ADMIN_EMAIL
 
@@ -22,3 +23,23 @@ async def ensure_local_admin(session: AsyncSession) -> tuple[User, bool]:
     session.add(admin)
     await session.flush()
     return admin, True
+
+
+async def first_start(runtime: Runtime, *, grid_name: str) -> str | None:
+    """On a fresh database: the admin, a grid and a never-expiring admin token.
+
+    Returns the plain token when it was created now, None on later starts.
+    """
+    from core.access_tokens import issue_token
+    from core.grids import create_default_grid
+
+    async with runtime.db.session() as session:
+        admin, created = await ensure_local_admin(session)
+        if not created:
+            return None
+        await create_default_grid(session, runtime.vault, admin, grid_name)
+        issued = issue_token(
+            session, admin, scopes=["user", "owner"], description="kontena-master up"
+        )
+        await session.commit()
+        return issued.access_token

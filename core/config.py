@@ -29,6 +29,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     token_rate_limit: int = 60
     token_rate_window: int = 60
     refresh_token_expires_in: int = 7200
+    # An expired token that can still be refreshed is kept this long after it expired.
+    refresh_window_days: int = 30
     recovery_after: int = 60
     work_deadline: int = 1800
     lease_ttl: int = 15

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 from core.config import Settings
 from core.jobs import JobSender
-from core.rate_limit import RateLimiter
-from core.vault import Vault
+from core.rate_limit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
+from core.vault import Vault, load_vault
 from models.db import Database
 
 VERSION = "1.5.2"
@@ -22,3 +22,28 @@ class Runtime:
     vault: Vault
     sender: JobSender
     rate_limiter: RateLimiter
+
+
+def build_runtime(settings: Settings, sender: JobSender, *, embedded: bool = False) -> Runtime:
+    """Wire a runtime from settings; only the embedded master may generate its vault key."""
+    vault = load_vault(
+        settings.vault_key, settings.vault_old_keys, settings.data_dir, generate=embedded
+    )
+    limiter: RateLimiter
+    if settings.redis_url:
+        from redis.asyncio import Redis
+
+        limiter = RedisRateLimiter(
+            Redis.from_url(settings.redis_url),
+            settings.token_rate_limit,
+            settings.token_rate_window,
+        )
+    else:
+        limiter = MemoryRateLimiter(settings.token_rate_limit, settings.token_rate_window)
+    return Runtime(
+        settings=settings,
+        db=Database(settings.resolved_database_url),
+        vault=vault,
+        sender=sender,
+        rate_limiter=limiter,
+    )

@@ -87,6 +87,8 @@ def error_tree(exc: msgspec.ValidationError) -> ErrorTree | str:
     if not path:
         return "Body must be a JSON object" if "object" in text else text
     label = _label(path)
+    # Optional fields say `int | null`; the wording is the same as for `int`.
+    text = text.replace(" | null`", "`")
     message = next((f"{label} {w}" for p, w in _MESSAGES if p.search(text)), f"{label} {text}")
     tree = {}
     set_error(tree, path, message)

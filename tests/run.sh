@@ -9,6 +9,8 @@
 # which are never used or touched.
 #
 #   KONTENA_TEST_SKIP_LINT=1   skip ruff and mypy (quick local runs)
+#   KONTENA_TEST_TMPDIR=DIR    where the run's temp dir goes (default: /dev/shm
+#                              if it is tmpfs, else /tmp; see tests/env/lib.sh)
 #
 # Tests get:
 #   KONTENA_TEST_DATABASE_URL  postgresql+asyncpg://... (database kontena_test)
@@ -23,7 +25,7 @@ source tests/env/lib.sh
 
 # Debian packages the environment needs. Add new services' packages here.
 KT_DEBS=(postgresql redis-server)
-command -v python3 >/dev/null || KT_DEBS+=(python3) # free_port needs it
+command -v python3 >/dev/null || KT_DEBS+=(python3) # free_ports needs it
 
 # ---------------------------------------------------------------- phase timing
 
@@ -36,14 +38,49 @@ phase_end() {
 	_PHASE=""
 }
 phase_skip() { _PHASES+=("$1|0|skipped"); }
-# run_phase NAME CMD...: run CMD as a timed phase. Runs in this shell (not a
-# subshell) so functions can export variables; a failure exits via `set -e`
-# and on_exit records the open phase as failed.
+# run_phase NAME CMD...: run CMD as a timed phase. Shell functions run in this
+# shell (so they can export variables); programs run via run_child. A failure
+# exits via `set -e` and on_exit records the open phase as failed.
 run_phase() {
 	phase_begin "$1"
 	shift
-	"$@"
+	if declare -F "$1" >/dev/null; then
+		"$@"
+	else
+		run_child "$@"
+	fi
 	phase_end
+}
+
+# run_child CMD...: run a program in the background and wait for it. Why:
+# bash runs a TERM trap only after a foreground child exits, so a CI timeout
+# would never reach pytest; `wait` is interrupted instead. The subshell resets
+# INT/QUIT (bash ignores them in background jobs) so ^C still reaches pytest,
+# and <&0 keeps stdin (e.g. for pytest --pdb).
+_CHILD=""
+run_child() {
+	(
+		trap - INT QUIT TERM
+		exec "$@"
+	) <&0 &
+	_CHILD=$!
+	local rc=0
+	wait "$_CHILD" || rc=$?
+	_CHILD=""
+	return "$rc"
+}
+
+# stop_child: on an interrupted run, give the child a moment to finish by
+# itself (^C reaches it directly), then TERM, then KILL.
+stop_child() {
+	[[ -n $_CHILD ]] || return 0
+	if ! _kt_wait_until 3 "the interrupted command to exit" _kt_pid_gone "$_CHILD"; then
+		kill -TERM "$_CHILD" 2>/dev/null
+		_kt_wait_until 15 "the interrupted command to stop" _kt_pid_gone "$_CHILD" ||
+			kill -KILL "$_CHILD" 2>/dev/null
+	fi
+	wait "$_CHILD" 2>/dev/null
+	_CHILD=""
 }
 
 print_phases() {
@@ -57,7 +94,10 @@ print_phases() {
 
 on_exit() {
 	local rc=$?
-	trap - EXIT INT TERM
+	trap - EXIT
+	trap "" INT TERM # a second ^C must not cut the teardown short (it has deadlines)
+	set +e
+	stop_child
 	[[ -n $_PHASE ]] && phase_end "FAILED (exit $rc)"
 	run_phase teardown stop_all
 	print_phases
@@ -68,10 +108,11 @@ on_exit() {
 	exit "$rc"
 }
 trap on_exit EXIT
-# A plain `trap stop_all INT` would let the script carry on after ^C:
-# exit instead, which runs on_exit exactly once.
+# A plain `trap stop_all INT` would let the script carry on after ^C: exit
+# instead, which runs on_exit (teardown) exactly once. TERM is passed on to
+# the running command at once; on ^C the terminal already sent it INT.
 trap 'exit 130' INT
-trap 'exit 143' TERM
+trap '[[ -n $_CHILD ]] && kill -TERM "$_CHILD" 2>/dev/null; exit 143' TERM
 
 # ---------------------------------------------------------------- tools
 
@@ -84,8 +125,7 @@ setup_services() {
 	reap_stale_envs
 	make_env_dir
 	local pg_port redis_port
-	pg_port=$(free_port)
-	redis_port=$(free_port)
+	{ read -r pg_port && read -r redis_port; } < <(free_ports 2)
 	start_postgres "$KT_ENV_DIR" "$pg_port"
 	"$KT_PG_BIN/createdb" -h 127.0.0.1 -p "$pg_port" -U postgres kontena_test
 	start_redis "$KT_ENV_DIR" "$redis_port"

@@ -21,6 +21,9 @@ from dramatiq.middleware import (
 
 from core.config import Settings
 from core.jobs import QUEUES, Job
+from workers import context
+from workers.context import WorkerContext
+from workers.middleware import WorkRows
 
 # Dramatiq retries 20 times over about a month by default; ours are few and short, and
 # actors that need more say so themselves.
@@ -37,6 +40,9 @@ def middleware() -> list[Middleware]:
         ShutdownNotifications(),
         Callbacks(),
         Pipelines(),
+        # Before Retries on purpose: `after_*` hooks run in reverse list order, and WorkRows
+        # needs `message.failed`, which Retries sets when retries are exhausted or on `throws`.
+        WorkRows(),
         Retries(
             max_retries=DEFAULT_MAX_RETRIES,
             min_backoff=DEFAULT_MIN_BACKOFF_MS,
@@ -44,6 +50,9 @@ def middleware() -> list[Middleware]:
         ),
         CurrentMessage(),
         AsyncIO(),  # actors are `async def` and share one loop per worker process
+        # After AsyncIO: its `after_worker_shutdown` then runs first, while the loop still runs,
+        # so the worker's database is disposed on the loop that opened it.
+        WorkerContext(),
     ]
 
 
@@ -62,6 +71,10 @@ def build_broker(settings: Settings) -> dramatiq.Broker:
         broker = RedisBroker(connection_pool=pool, middleware=middleware(), maintenance_chance=10)
     for queue in QUEUES:
         broker.declare_queue(queue)
+    # One broker per process role: actors declared from now on bind to it, and actors run
+    # with these settings (the embedded master's data dir, a worker's database URL).
+    dramatiq.set_broker(broker)
+    context.configure(settings, broker)
     return broker
 
 

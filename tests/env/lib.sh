@@ -29,12 +29,20 @@ _kt_log() { printf '[test-env] %s\n' "$*" >&2; }
 _kt_now_us() { local t=$EPOCHREALTIME; echo "${t/./}"; }
 
 # _kt_wait_until SECONDS DESCRIPTION CMD...: poll CMD until it succeeds or the
-# deadline passes. Short poll interval, no fixed sleeps.
+# deadline passes. Short poll interval, no fixed sleeps. CMD returning 2 means
+# "will never succeed" (e.g. the daemon already died): give up at once.
 _kt_wait_until() {
-	local timeout=$1 desc=$2
+	local timeout=$1 desc=$2 rc
 	shift 2
 	local deadline=$(($(_kt_now_us) + timeout * 1000000))
-	until "$@" >/dev/null 2>&1; do
+	while true; do
+		rc=0
+		"$@" >/dev/null 2>&1 || rc=$?
+		((rc == 0)) && return 0
+		if ((rc == 2)); then
+			_kt_log "gave up waiting for $desc"
+			return 1
+		fi
 		if (($(_kt_now_us) > deadline)); then
 			_kt_log "timed out after ${timeout}s waiting for $desc"
 			return 1
@@ -175,7 +183,7 @@ reap_stale_envs() {
 ensure_debs() {
 	local pkg status missing=()
 	for pkg in "$@"; do
-		status=$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null)
+		status=$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null) || status="" # unknown package
 		[[ $status == "install ok installed" ]] || missing+=("$pkg")
 	done
 	((${#missing[@]})) || return 0
@@ -191,7 +199,7 @@ ensure_debs() {
 	fi
 
 	_kt_log "installing: ${missing[*]}"
-	local policy=/usr/sbin/policy-rc.d own_policy=0 rc=0
+	local policy=${_KT_POLICY_RC:-/usr/sbin/policy-rc.d} own_policy=0 rc=0
 	if [[ ! -e $policy ]]; then
 		printf '#!/bin/sh\n# temporary, from kontena tests/env/lib.sh\nexit 101\n' |
 			"${sudo[@]}" tee "$policy" >/dev/null && "${sudo[@]}" chmod 755 "$policy" &&
@@ -215,24 +223,30 @@ ensure_uv() {
 	command -v uv >/dev/null && return 0
 	local venv=${XDG_CACHE_HOME:-$HOME/.cache}/kontena-tools
 	if [[ ! -x $venv/bin/uv ]]; then
-		command -v python3 >/dev/null || ensure_debs python3 || return 1
-		# Debian's python3 has no venv/ensurepip without these packages.
-		python3 -c 'import ensurepip, venv' 2>/dev/null ||
-			ensure_debs python3-venv python3-pip || return 1
+		# Debian's own python3: its venv/ensurepip need python3-venv (+ pip).
+		ensure_debs python3 python3-venv python3-pip || return 1
 		_kt_log "installing uv into $venv"
-		python3 -m venv "$venv" &&
+		/usr/bin/python3 -m venv "$venv" &&
 			"$venv/bin/pip" install --quiet --disable-pip-version-check uv ||
 			return 1
 	fi
 	export PATH="$venv/bin:$PATH"
 }
 
-# free_port: a TCP port on 127.0.0.1 that is free right now.
-free_port() {
-	python3 -c 'import socket
-s = socket.socket()
-s.bind(("127.0.0.1", 0))
-print(s.getsockname()[1])'
+# free_ports [N]: N distinct TCP ports on 127.0.0.1 that are free right now,
+# one per line. All sockets stay open until all are picked, so the kernel
+# cannot hand out the same port twice. Prefers Debian's python3: a pyenv shim
+# costs ~0.3 s per call here.
+free_ports() {
+	local py=python3
+	[[ -x /usr/bin/python3 ]] && py=/usr/bin/python3
+	"$py" - "${1:-1}" <<'PY'
+import socket, sys
+socks = [socket.socket() for _ in range(int(sys.argv[1]))]
+for s in socks:
+    s.bind(("127.0.0.1", 0))
+print("\n".join(str(s.getsockname()[1]) for s in socks))
+PY
 }
 
 # ---------------------------------------------------------------- PostgreSQL
@@ -296,8 +310,11 @@ start_postgres() {
 		_kt_log "PostgreSQL failed to start:"; cat "$setup_log" "$dir/pg.log" >&2 2>/dev/null
 		return 1
 	fi
-	_kt_wait_until 30 "PostgreSQL on 127.0.0.1:$port" \
-		"$KT_PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$port" -U postgres -d postgres
+	_kt_wait_until 30 "PostgreSQL on 127.0.0.1:$port" _kt_pg_ready "$port"
+}
+# pg_isready exits 2 for "no response yet": map everything but 0 to "not yet".
+_kt_pg_ready() {
+	"$KT_PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$1" -U postgres -d postgres || return 1
 }
 
 # Immediate stop: no checkpoint, the data dir is thrown away anyway. If
@@ -325,7 +342,19 @@ start_redis() {
 		_kt_log "redis-server failed to start:"; cat "$dir/redis-setup.log" "$dir/redis.log" >&2 2>/dev/null
 		return 1
 	fi
-	_kt_wait_until 30 "Redis on 127.0.0.1:$port" _kt_redis_ready "$port" &&
-		_kt_wait_until 10 "Redis pid file" test -s "$dir/redis.pid"
+	if ! _kt_wait_until 30 "Redis on 127.0.0.1:$port" _kt_redis_ready "$port" "$dir/redis.pid"; then
+		cat "$dir/redis.log" >&2 2>/dev/null
+		return 1
+	fi
 }
-_kt_redis_ready() { [[ $(redis-cli -h 127.0.0.1 -p "$1" ping 2>/dev/null) == PONG ]]; }
+# Ready = answers on PORT *and* is our process (not another server that won
+# a race for the port): its process_id matches our pid file. Returns 2 once
+# our server has logged that it is aborting (e.g. port already in use).
+_kt_redis_ready() {
+	local pid info
+	grep -q 'aborting' "${2%/*}/redis.log" 2>/dev/null && return 2
+	[[ -s $2 ]] || return 1
+	pid=$(head -n1 "$2")
+	info=$(redis-cli -h 127.0.0.1 -p "$1" info server 2>/dev/null) || return 1
+	[[ $info == *$'\n'"process_id:$pid"$'\r'* ]]
+}

@@ -1,0 +1,1 @@
+"""msgspec Structs for request bodies and response shapes, one module per resource."""

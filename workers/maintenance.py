@@ -1,0 +1,105 @@
+"""Maintenance ticks: re-send lost work, delete what outlived its retention.
+
+Both are sent by the scheduler's leader with ``slot`` and ``epoch``; each runs once per slot
+(core.ticks.claim_tick) in the same transaction as its work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import timedelta
+
+import dramatiq
+from sqlalchemy import delete, or_
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core.ticks import claim_tick
+from core.work import Resend, mark_resent, recover, registered
+from models import AccessToken, AuditLog, EventLog, TickRun
+from models.base import utcnow
+from workers import context
+
+log = logging.getLogger(__name__)
+
+RECOVER = "maintenance.recover"
+RETENTION = "maintenance.retention"
+# Tick records only need to outlive any redelivery of their slot.
+TICK_RUN_RETENTION = timedelta(days=1)
+
+
+@dramatiq.actor(
+    actor_name=RECOVER,
+    queue_name="maintenance",
+    max_retries=0,  # the next tick comes in 15 s
+    max_age=60_000,  # a backlog of stale ticks is dropped, not replayed
+)
+async def recover_lost_work(slot: int, epoch: int) -> None:
+    """Send again the jobs of work left ``created`` or stuck ``ongoing``."""
+    settings = context.settings()
+    sender = context.sender()
+    async with context.database().session() as session:
+        if not await claim_tick(session, RECOVER, slot, epoch):
+            return
+        now = utcnow()
+        lost = await recover(
+            session, now, registered(), settings.recovery_after, settings.work_deadline
+        )
+        sent: list[Resend] = []
+        for item in lost:
+            try:
+                await asyncio.to_thread(sender.send, item.job)
+            except Exception:
+                # The queue is unreachable: the rows stay as they are for the next tick.
+                log.warning("re-sending %s %s failed", item.kind.name, item.row_id, exc_info=True)
+                break
+            sent.append(item)
+        await mark_resent(session, sent, now)
+        await session.commit()
+    if lost:
+        log.info("recovery re-sent %d of %d lost jobs", len(sent), len(lost))
+
+
+@dramatiq.actor(
+    actor_name=RETENTION,
+    queue_name="maintenance",
+    max_retries=0,  # hourly; the next one catches up
+    max_age=3_600_000,
+)
+async def apply_retention(slot: int, epoch: int) -> None:
+    """Delete expired tokens, old event and audit logs, and old tick records."""
+    async with context.database().session() as session:
+        if not await claim_tick(session, RETENTION, slot, epoch):
+            return
+        counts = await delete_expired(session)
+        await session.commit()
+    log.info("retention deleted %s", ", ".join(f"{n} {what}" for what, n in counts.items()))
+
+
+async def delete_expired(session: AsyncSession) -> dict[str, int]:
+    """Delete rows past their retention; returns how many of each were deleted."""
+    settings = context.settings()
+    now = utcnow()
+    refresh_until = now - timedelta(days=settings.refresh_window_days)
+    statements = {
+        # Expired and no longer refreshable: no refresh token, or the refresh window has passed.
+        "access tokens": delete(AccessToken).where(
+            AccessToken.expires_at < now,
+            or_(
+                AccessToken.refresh_token_hash.is_(None),
+                AccessToken.expires_at < refresh_until,
+            ),
+        ),
+        "event logs": delete(EventLog).where(
+            EventLog.created_at < now - timedelta(days=settings.event_log_retention_days)
+        ),
+        "audit logs": delete(AuditLog).where(
+            AuditLog.created_at < now - timedelta(days=settings.audit_log_retention_days)
+        ),
+        "tick runs": delete(TickRun).where(TickRun.created_at < now - TICK_RUN_RETENTION),
+    }
+    counts: dict[str, int] = {}
+    for what, stmt in statements.items():
+        result = await session.execute(stmt.execution_options(synchronize_session=False))
+        counts[what] = int(getattr(result, "rowcount", 0) or 0)
+    return counts
