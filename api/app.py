@@ -47,6 +47,7 @@ def create_app(
         on_startup=list(on_startup),
         on_shutdown=list(on_shutdown),
         debug=False,
+        logging_config=None,  # the process role configures logging once, for every library
     )
     app.state.runtime = runtime
     return app

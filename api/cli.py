@@ -55,6 +55,8 @@ def _configure_logging(settings: Settings) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # Alembic announces every plugin at INFO; migrations report their own progress.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 def _require_redis(settings: Settings, role: str) -> None:
@@ -118,7 +120,6 @@ def _token_create(
     settings: Settings, expires_in: int, description: str, *, only_token: bool
 ) -> int:
     from core.admin_tokens import create_admin_token
-
     from models.db import Database
 
     async def create() -> dict[str, object]:

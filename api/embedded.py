@@ -26,7 +26,8 @@ SHUTDOWN_SECONDS = 3
 def run_embedded(settings: Settings) -> int:
     """Migrate, bootstrap on first start, then serve until Ctrl-C."""
     data_dir = Path(settings.data_dir)
-    data_dir.mkdir(parents=True, exist_ok=True)
+    # The directory holds the vault key and the admin token: only its owner may enter it.
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     upgrade(settings.resolved_database_url)
 
     broker = build_broker(settings)
@@ -40,6 +41,8 @@ def run_embedded(settings: Settings) -> int:
     worker = start_in_process_worker(broker, settings.worker_threads)
     try:
         asyncio.run(_serve(runtime, data_dir))
+    except KeyboardInterrupt:
+        pass  # uvicorn re-raises Ctrl-C after its graceful shutdown: a normal way to stop
     finally:
         worker.stop(timeout=SHUTDOWN_SECONDS * 1000)
         broker.close()

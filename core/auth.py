@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import joinedload
 
 from core.errors import InvalidToken
 from core.tokens import digest
@@ -65,18 +66,28 @@ async def authenticate(
     plain = bearer_token(header)
     if plain is None:
         raise InvalidToken("Invalid token")
-    token = (
-        await session.execute(
-            select(AccessToken).where(
-                AccessToken.token_hash == digest(plain), AccessToken.token_type == "bearer"
+    # Every request authenticates, so token, user, roles and memberships come in one query.
+    memberships = (
+        select(func.aggregate_strings(grid_users.c.grid_id, ","))
+        .where(grid_users.c.user_id == AccessToken.user_id)
+        .scalar_subquery()
+    )
+    row = (
+        (
+            await session.execute(
+                select(AccessToken, memberships)
+                .options(joinedload(AccessToken.user).joinedload(User.roles))
+                .where(AccessToken.token_hash == digest(plain), AccessToken.token_type == "bearer")
             )
         )
-    ).scalar_one_or_none()
-    if token is None or not token.internal:
+        .unique()
+        .one_or_none()
+    )
+    if row is None or not row[0].internal:
         raise InvalidToken("Invalid token")
+    token, grid_ids = row
     if token.expires_at is not None and token.expires_at <= (now or utcnow()):
         raise InvalidToken("Token expired")
-    rows = await session.execute(
-        select(grid_users.c.grid_id).where(grid_users.c.user_id == token.user_id)
+    return Principal(
+        user=token.user, token=token, grid_ids=frozenset(grid_ids.split(",") if grid_ids else ())
     )
-    return Principal(user=token.user, token=token, grid_ids=frozenset(rows.scalars()))

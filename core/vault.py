@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import os
 import secrets
@@ -57,7 +58,13 @@ class Vault:
         return f"{PREFIX}:{self.current.key_id}:{blob}"
 
     def decrypt(self, token: str, *, context: str = "") -> str:
-        """Decrypt a value made by :meth:`encrypt` with any known key."""
+        """Decrypt a value made by :meth:`encrypt` with any known key (memoized)."""
+        # Ciphertexts never repeat, so a cache keyed by them is always right, and lists
+        # that render many vault values (grid tokens) skip the two AES operations each.
+        return self._decrypt_cached(token, context)
+
+    @functools.lru_cache(maxsize=4096)  # noqa: B019  (one vault per process, lives forever)
+    def _decrypt_cached(self, token: str, context: str) -> str:
         try:
             prefix, key_id, blob = token.split(":", 2)
         except ValueError:

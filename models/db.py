@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -23,6 +24,10 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _json_dumps(value: Any) -> str:
+    return msgspec.json.encode(value).decode()
+
+
 def is_sqlite(url: str) -> bool:
     """True for an embedded SQLite database URL."""
     return url.startswith("sqlite")
@@ -33,9 +38,16 @@ class Database:
 
     def __init__(self, url: str, *, pool_size: int = 10, echo: bool = False) -> None:
         self.url = url
-        kwargs: dict[str, Any] = {"echo": echo, "pool_pre_ping": True}
+        kwargs: dict[str, Any] = {
+            "echo": echo,
+            # msgspec decodes JSON columns several times faster than the json module.
+            "json_serializer": _json_dumps,
+            "json_deserializer": msgspec.json.decode,
+        }
         if not is_sqlite(url):
-            kwargs.update(pool_size=pool_size, max_overflow=pool_size)
+            # No pre-ping: it costs a round trip on every checkout; recycling old connections
+            # and retrying at the edges is cheaper than pinging on the hot path.
+            kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800)
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
         if is_sqlite(url):
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)

@@ -33,16 +33,18 @@ class GridController(Controller):
     path = "/v1/grids"
     tags = ["grids"]
 
-    async def _render(self, state: State, uow: UnitOfWork, rows: list[GridRow]) -> list[Grid]:
-        vault = get_runtime(state).vault
-        counts = await grids.grid_counts(uow.session, [row.id for row in rows])
-        return [grid_view(row, grids.grid_token(vault, row), counts[row.id]) for row in rows]
+    async def _render(self, state: State, uow: UnitOfWork, row: GridRow) -> Grid:
+        counts = await grids.grid_counts(uow.session, row)
+        return grid_view(row, grids.grid_token(get_runtime(state).vault, row), counts)
 
     @get("/", summary="List grids")
     async def list_grids(self, state: State, uow: UnitOfWork, principal: Principal) -> GridList:
         """Every grid for a master_admin, the caller's grids for everyone else."""
+        vault = get_runtime(state).vault
         rows = await grids.list_grids(uow.session, principal)
-        return GridList(grids=await self._render(state, uow, rows))
+        return GridList(
+            grids=[grid_view(row, grids.grid_token(vault, row), counts) for row, counts in rows]
+        )
 
     @post("/", summary="Create a grid", status_code=201)
     async def create_grid(
@@ -64,7 +66,7 @@ class GridController(Controller):
             resource_name=row.name,
             grid=row,
         )
-        return (await self._render(state, uow, [row]))[0]
+        return await self._render(state, uow, row)
 
     @get("/{name:str}", summary="Get a grid")
     async def get_grid(
@@ -72,7 +74,7 @@ class GridController(Controller):
     ) -> Grid:
         """One grid, for its members."""
         row = await load_grid(uow, principal, name)
-        return (await self._render(state, uow, [row]))[0]
+        return await self._render(state, uow, row)
 
     @put("/{name:str}", summary="Update a grid")
     async def update_grid(
@@ -98,7 +100,7 @@ class GridController(Controller):
             resource_name=row.name,
             grid=row,
         )
-        return (await self._render(state, uow, [row]))[0]
+        return await self._render(state, uow, row)
 
     @delete("/{name:str}", summary="Remove a grid", status_code=200)
     async def delete_grid(

@@ -6,8 +6,7 @@ from typing import Any
 
 import msgspec
 
-from core.grids import GridCounts, GridCreate, GridLogs, GridStats, GridUpdate, Statsd
-from models import Grid as GridRow
+from core.grids import GridCounts, GridCreate, GridFields, GridLogs, GridStats, GridUpdate, Statsd
 
 __all__ = [
     "Grid",
@@ -59,7 +58,7 @@ class GridList(msgspec.Struct):
     grids: list[Grid]
 
 
-def grid_view(row: GridRow, token: str, counts: GridCounts) -> Grid:
+def grid_view(row: GridFields, token: str, counts: GridCounts) -> Grid:
     """Render a grid row with its plain token and counts."""
     logs: LogsView | msgspec.UnsetType = msgspec.UNSET
     if row.logs:

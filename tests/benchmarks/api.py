@@ -122,12 +122,19 @@ def main() -> None:
             )
         with server("api", env) as port:
             headers = {"Authorization": f"Bearer {token}"}
-            results[f"GET /v1/grids ({args.grids} grids)"] = asyncio.run(
-                run_load(
-                    port, "/v1/grids", headers, connections=args.connections, seconds=args.seconds
+            # Two reference points show where the time goes: a database round trip
+            # without auth, and auth without a list.
+            for name, path in [
+                ("GET /v1/ping (DB round trip)", "/v1/ping"),
+                ("GET /v1/user (auth only)", "/v1/user"),
+                (f"GET /v1/grids ({args.grids} grids)", "/v1/grids"),
+            ]:
+                results[name] = asyncio.run(
+                    run_load(
+                        port, path, headers, connections=args.connections, seconds=args.seconds
+                    )
                 )
-            )
-    bare_result, api_result = results.values()
+    bare_result, api_result = results["bare Litestar JSON"], list(results.values())[-1]
     print(
         f"\n{args.connections} concurrent keep-alive clients, {args.seconds:.0f} s each, "
         f"database {url.split(':')[0]}, one uvicorn process per target\n"
