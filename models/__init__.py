@@ -5,6 +5,7 @@ from models.config import ConfigEntry
 from models.grids import Grid
 from models.leases import Lease, TickRun
 from models.logs import AuditLog, EventLog
+from models.nodes import Node, NodeStat
 from models.tokens import AccessToken
 from models.users import Role, User, grid_users, user_roles
 from models.work import WorkRowMixin, WorkState
@@ -17,6 +18,8 @@ __all__ = [
     "EventLog",
     "Grid",
     "Lease",
+    "Node",
+    "NodeStat",
     "Role",
     "TickRun",
     "User",

@@ -59,6 +59,7 @@ class Base(DeclarativeBase):
         datetime: UTCDateTime(),
         dict[str, Any]: JSONType,
         list[str]: JSONType,
+        list[dict[str, Any]]: JSONType,
     }
 
 
