@@ -115,18 +115,7 @@ async def exchange_code(session: AsyncSession, code: str) -> IssuedToken | None:
         AccessToken.code_hash == digest(code),
         AccessToken.token_type == AUTHORIZATION_CODE,
     )
-    if old is None:
-        return None
-    user = await session.get(User, old.user_id)
-    if user is None:
-        return None
-    return issue_token(
-        session,
-        user,
-        expires_at=old.expires_at,
-        scopes=list(old.scopes),
-        description=old.description,
-    )
+    return await _reissue(session, old, expires_at=old.expires_at if old else None)
 
 
 async def refresh(session: AsyncSession, refresh_token: str, expires_in: int) -> IssuedToken | None:
@@ -136,6 +125,17 @@ async def refresh(session: AsyncSession, refresh_token: str, expires_in: int) ->
         AccessToken.refresh_token_hash == digest(refresh_token),
         AccessToken.token_type == BEARER,
     )
+    return await _reissue(session, old, expires_in=expires_in)
+
+
+async def _reissue(
+    session: AsyncSession,
+    old: _Consumed | None,
+    *,
+    expires_in: int | None = None,
+    expires_at: datetime | None = None,
+) -> IssuedToken | None:
+    """A new bearer token for the owner of a consumed token, keeping scopes and description."""
     if old is None:
         return None
     user = await session.get(User, old.user_id)
@@ -145,6 +145,7 @@ async def refresh(session: AsyncSession, refresh_token: str, expires_in: int) ->
         session,
         user,
         expires_in=expires_in,
+        expires_at=expires_at,
         scopes=list(old.scopes),
         description=old.description,
     )
