@@ -34,10 +34,8 @@ def run_embedded(settings: Settings) -> int:
     runtime = build_runtime(settings, DramatiqSender(broker), embedded=True)
     check_vault_key(settings.resolved_database_url, runtime.vault)
 
-    from workers.actors import load_actors
     from workers.run import start_in_process_worker
 
-    load_actors()
     worker = start_in_process_worker(broker, settings.worker_threads)
     try:
         asyncio.run(_serve(runtime, data_dir))

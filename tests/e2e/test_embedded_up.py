@@ -6,7 +6,6 @@ import os
 import signal
 import stat
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,6 +17,7 @@ import pytest
 from tests.fixtures.server import free_port
 
 pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @contextmanager
@@ -25,8 +25,9 @@ def master(
     data_dir: Path, port: int, env: dict[str, str] | None = None
 ) -> Iterator[subprocess.Popen[str]]:
     """Run `kontena-master up`; the block gets the process, which is stopped afterwards."""
+    # Exactly the README's first command, with a private data directory and port.
     proc = subprocess.Popen(
-        [sys.executable, "-m", "api.cli", "up", "--data-dir", str(data_dir), "--port", str(port)],
+        ["bash", str(ROOT / "deploy" / "up.sh"), "--data-dir", str(data_dir), "--port", str(port)],
         env={**os.environ, **(env or {})},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
