@@ -14,7 +14,7 @@ from api import controllers
 from api.controllers.root import RootController
 from api.deps import provide_principal, provide_uow
 from api.errors import EXCEPTION_HANDLERS
-from api.middleware import add_version_header
+from api.middleware import add_version_header, reject_nul_characters
 from core.runtime import VERSION, Runtime
 
 
@@ -37,6 +37,7 @@ def create_app(
         dependencies={"uow": Provide(provide_uow), "principal": Provide(provide_principal)},
         exception_handlers=EXCEPTION_HANDLERS,
         before_send=[add_version_header],
+        before_request=reject_nul_characters,
         request_max_body_size=runtime.settings.max_body_bytes,
         openapi_config=OpenAPIConfig(
             title="Kontena Master API",

@@ -107,6 +107,8 @@ def parse_json(raw: bytes) -> Any:
     """Parse a request body; empty means ``{}`` as in Kontena."""
     if not raw.strip():
         return {}
+    if b"\\u0000" in raw:
+        raise InvalidJson()  # valid JSON, but no database stores a NUL in text
     try:
         return msgspec.json.decode(raw)
     except msgspec.DecodeError as exc:
