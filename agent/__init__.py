@@ -1,1 +1,1 @@
-"""The node agent (arrives with node support)."""
+"""The node agent: joins a master over a WebSocket and reports its Docker Engine."""

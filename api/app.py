@@ -11,6 +11,7 @@ from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.types import ControllerRouterHandler, LifespanHook
 
 from api import controllers
+from api.agent_ws import agent_socket
 from api.controllers.root import RootController
 from api.deps import provide_principal, provide_uow
 from api.errors import EXCEPTION_HANDLERS
@@ -20,7 +21,7 @@ from core.runtime import VERSION, Runtime
 
 def route_handlers() -> list[ControllerRouterHandler]:
     """Every controller of the API, in one explicit list."""
-    handlers: list[ControllerRouterHandler] = [RootController]
+    handlers: list[ControllerRouterHandler] = [RootController, agent_socket]
     handlers.extend(controllers.registered())
     return handlers
 
@@ -45,8 +46,9 @@ def create_app(
             path="/docs",
             render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
         ),
-        on_startup=list(on_startup),
-        on_shutdown=list(on_shutdown),
+        # Node RPC listens for calls to the agents this process holds while it serves.
+        on_startup=[runtime.node_rpc.start, *on_startup],
+        on_shutdown=[*on_shutdown, runtime.node_rpc.stop],
         debug=False,
         logging_config=None,  # the process role configures logging once, for every library
     )

@@ -25,6 +25,11 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--data-dir", help="directory for the database and keys (default ./data)")
     up.add_argument("--port", type=int, help="HTTP port (default 8080)")
     up.add_argument("--host", help="bind address (default 127.0.0.1)")
+    up.add_argument(
+        "--no-agent",
+        action="store_true",
+        help="do not start a local agent even when a Docker Engine is reachable",
+    )
 
     api = sub.add_parser("api", help="serve the REST API (needs PostgreSQL and Redis)")
     api.add_argument("--host", help="bind address (default KONTENA_HOST)")
@@ -46,6 +51,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     create.add_argument("--token", action="store_true", help="print only the access token")
     create.add_argument("--description", default="created by kontena-master token create")
+
+    vault = sub.add_parser("vault", help="manage the vault that encrypts secrets at rest")
+    vault_sub = vault.add_subparsers(dest="vault_command", required=True, metavar="ACTION")
+    rotate = vault_sub.add_parser(
+        "rotate", help="re-wrap every vault value under KONTENA_VAULT_KEY (master keeps serving)"
+    )
+    rotate.add_argument("--batch-size", type=int, default=200, help="rows per transaction")
     return parser
 
 
@@ -86,7 +98,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "up":
         from api.embedded import run_embedded
 
-        return run_embedded(settings)
+        return run_embedded(settings, local_agent=not args.no_agent)
     if args.command == "migrate":
         from models.migrate import upgrade
 
@@ -95,6 +107,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     if args.command == "token":
         return _token_create(settings, args.expires_in, args.description, only_token=args.token)
+    if args.command == "vault":
+        from api.vault_command import run_vault_rotate
+
+        return run_vault_rotate(settings, max(1, args.batch_size))
     _require_redis(settings, args.command)
     if args.command == "api":
         from api.serve import serve_api

@@ -23,8 +23,8 @@ log = logging.getLogger("kontena.up")
 SHUTDOWN_SECONDS = 3
 
 
-def run_embedded(settings: Settings) -> int:
-    """Migrate, bootstrap on first start, then serve until Ctrl-C."""
+def run_embedded(settings: Settings, *, local_agent: bool = True) -> int:
+    """Migrate, bootstrap on first start, then serve until Ctrl-C (with a local agent)."""
     data_dir = Path(settings.data_dir)
     # The directory holds the vault key and the admin token: only its owner may enter it.
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -38,7 +38,7 @@ def run_embedded(settings: Settings) -> int:
 
     worker = start_in_process_worker(broker, settings.worker_threads)
     try:
-        asyncio.run(_serve(runtime, data_dir))
+        asyncio.run(_serve(runtime, data_dir, local_agent=local_agent))
     except KeyboardInterrupt:
         pass  # uvicorn re-raises Ctrl-C after its graceful shutdown: a normal way to stop
     finally:
@@ -47,7 +47,8 @@ def run_embedded(settings: Settings) -> int:
     return 0
 
 
-async def _serve(runtime: Runtime, data_dir: Path) -> None:
+async def _serve(runtime: Runtime, data_dir: Path, *, local_agent: bool) -> None:
+    from api.local_agent import start_local_agent, stop_local_agent
     from scheduler.clock import run_scheduler
 
     token_file = data_dir / "admin.token"
@@ -72,11 +73,18 @@ async def _serve(runtime: Runtime, data_dir: Path) -> None:
     # uvicorn exposes no start event; announce only once the socket really listens.
     while not server.started and not serving.done():  # noqa: ASYNC110
         await asyncio.sleep(0.05)
+    agent = None
     if server.started:
         _announce(settings.resolved_public_url, token_file)
+        if local_agent:
+            try:
+                agent = await start_local_agent(runtime)
+            except Exception:
+                log.exception("the local agent could not be started")
     try:
         await serving
     finally:
+        await stop_local_agent(agent)
         stop.set()
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.wait_for(scheduler, SHUTDOWN_SECONDS)

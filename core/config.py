@@ -38,6 +38,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     audit_log_retention_days: int = 365
     worker_threads: int = 4
     worker_processes: int = 1
+    # Agent keepalive: ping each agent this often, close 4030 without an answer in time.
+    agent_ping_interval: float = 30.0
+    agent_pong_timeout: float = 5.0
+    # The liveness sweep marks connected nodes unseen this long offline (covers a dead API
+    # process; a live one notices a dropped socket at once). Must exceed ping + pong time.
+    node_offline_after: float = 45.0
 
     @property
     def embedded_queue(self) -> bool:

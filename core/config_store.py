@@ -106,6 +106,24 @@ async def get_value(session: AsyncSession, vault: Vault, key: str) -> ConfigValu
     return _decode(entry.value)
 
 
+async def get_values(
+    session: AsyncSession, vault: Vault, keys: Iterable[str]
+) -> dict[str, ConfigValue]:
+    """The plain values of the set ``keys`` in one query (secrets decrypted)."""
+    entries = await session.execute(select(ConfigEntry).where(ConfigEntry.key.in_(list(keys))))
+    values: dict[str, ConfigValue] = {}
+    for entry in entries.scalars():
+        if entry.value is None:
+            continue
+        text = (
+            vault.decrypt(entry.value, context=_context(entry.key))
+            if entry.encrypted
+            else entry.value
+        )
+        values[entry.key] = _decode(text)
+    return values
+
+
 async def put_value(session: AsyncSession, vault: Vault, key: str, value: ConfigValue) -> None:
     """Set ``key`` (None removes it, as in the original); secret keys are encrypted."""
     if value is None:

@@ -18,7 +18,7 @@ from core.events import record_event
 from core.grid_names import random_grid_name
 from core.tokens import digest, new_grid_token, object_id
 from core.vault import Vault
-from models import Grid, User, grid_users
+from models import Grid, Node, User, grid_users
 from models.grids import DEFAULT_SUBNET, DEFAULT_SUPERNET
 
 # Ruby's \w is ASCII-only, so Kontena rejected non-ASCII letters in names.
@@ -222,7 +222,10 @@ async def update_grid(
 
 async def deletion_blockers(session: AsyncSession, grid: Grid) -> list[str]:
     """Reasons the grid cannot be removed ("Grid has nodes", …); node/service issues add checks."""
-    return []
+    blockers = []
+    if (await session.execute(select(Node.id).where(Node.grid_id == grid.id).limit(1))).first():
+        blockers.append("Grid has nodes")
+    return blockers
 
 
 async def delete_grid(session: AsyncSession, principal: Principal, grid: Grid) -> None:
@@ -239,6 +242,12 @@ def _user_count() -> ScalarSelect[int]:
     """A correlated count of the grid's members, so a list needs no query per grid."""
     members = grid_users.alias("members")
     return select(func.count()).where(members.c.grid_id == Grid.id).scalar_subquery()
+
+
+def _node_count() -> ScalarSelect[int]:
+    """A correlated count of the grid's nodes."""
+    nodes = Node.__table__.alias("grid_nodes")
+    return select(func.count()).where(nodes.c.grid_id == Grid.id).scalar_subquery()
 
 
 class GridFields(Protocol):
@@ -260,19 +269,28 @@ async def list_grids(
 ) -> list[tuple[GridFields, GridCounts]]:
     """All grids for a master_admin, the caller's own grids for everyone else, by name."""
     # Plain rows, not ORM objects: a list renders every grid and the ORM would cost 4x.
-    stmt = select(Grid.__table__, _user_count().label("user_count")).order_by(Grid.name)
+    stmt = select(
+        Grid.__table__, _user_count().label("user_count"), _node_count().label("node_count")
+    ).order_by(Grid.name)
     if not principal.master_admin:
         stmt = stmt.join(grid_users, grid_users.c.grid_id == Grid.id).where(
             grid_users.c.user_id == principal.user.id
         )
     rows = await session.execute(stmt)
-    return [(cast(GridFields, row), GridCounts(user_count=row.user_count)) for row in rows]
+    return [
+        (cast(GridFields, row), GridCounts(node_count=row.node_count, user_count=row.user_count))
+        for row in rows
+    ]
 
 
 async def grid_counts(session: AsyncSession, grid: Grid) -> GridCounts:
     """The counts shown in one grid's JSON."""
-    users = await session.scalar(select(_user_count()).where(Grid.id == grid.id))
-    return GridCounts(user_count=users or 0)
+    row = (
+        await session.execute(
+            select(_user_count(), _node_count()).select_from(Grid).where(Grid.id == grid.id)
+        )
+    ).one()
+    return GridCounts(node_count=row[1] or 0, user_count=row[0] or 0)
 
 
 def token_context(name: str) -> str:

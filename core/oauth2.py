@@ -17,6 +17,7 @@ from core.errors import KontenaError
 from models import AccessToken, User
 
 INTERNAL_SCOPES = frozenset({"user", "owner"})
+INVITE = "invite"
 MAX_DESCRIPTION = 255
 
 Params = dict[str, str | None]
@@ -101,13 +102,12 @@ def parse_authorization(params: Params) -> Authorization:
     """Check the response type first (it decides whether a token is needed), then the rest."""
     require_params(params)
     response_type = params.get("response_type")
-    if response_type == "invite":
-        raise OAuth2Error(
-            501, "not_implemented", "Invites need an authentication provider; none is configured"
-        )
+    # ``invite`` is answered by core.invites before this is called.
     if response_type not in ("code", "token"):
         raise OAuth2Error(
-            400, "unsupported_response_type", "Unsupported response type. Supported: code, token"
+            400,
+            "unsupported_response_type",
+            "Unsupported response type. Supported: code, token, invite",
         )
     scope = params.get("scope")
     if scope is None:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from core.config import Settings
 from core.jobs import JobSender
+from core.node_rpc import NodeRpc
 from core.rate_limit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from core.vault import Vault, load_vault
 from models.db import Database
@@ -22,6 +23,8 @@ class Runtime:
     vault: Vault
     sender: JobSender
     rate_limiter: RateLimiter
+    # Reaches agents: in-process by default, through Redis when built with a Redis URL.
+    node_rpc: NodeRpc = field(default_factory=NodeRpc)
 
 
 def build_runtime(settings: Settings, sender: JobSender, *, embedded: bool = False) -> Runtime:
@@ -40,10 +43,22 @@ def build_runtime(settings: Settings, sender: JobSender, *, embedded: bool = Fal
         )
     else:
         limiter = MemoryRateLimiter(settings.token_rate_limit, settings.token_rate_window)
+    db = Database(settings.resolved_database_url)
+    node_rpc: NodeRpc
+    if settings.redis_url:
+        from core.rpc_redis import RedisNodeRpc
+
+        node_rpc = RedisNodeRpc(settings.redis_url, lambda: db)
+    else:
+        from core.node_rpc import shared_local
+
+        # The embedded workers run in this process and must see the API's sockets.
+        node_rpc = shared_local()
     return Runtime(
         settings=settings,
-        db=Database(settings.resolved_database_url),
+        db=db,
         vault=vault,
         sender=sender,
         rate_limiter=limiter,
+        node_rpc=node_rpc,
     )

@@ -2,23 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from sqlalchemy import Insert, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from models.db import insert_ignoring_conflict
 from models.leases import Lease, TickRun
 
 # The lease the scheduler's leader holds; its epoch fences ticks sent by a deposed leader.
 LEADER_LEASE = "scheduler"
-
-
-def insert_ignoring_conflict(session: AsyncSession, model: type[Any], **values: Any) -> Insert:
-    """INSERT … ON CONFLICT DO NOTHING for PostgreSQL and SQLite alike."""
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    return insert(model).values(**values).on_conflict_do_nothing()
 
 
 async def claim_tick(session: AsyncSession, job: str, slot: int, epoch: int) -> bool:

@@ -85,6 +85,23 @@ class Vault:
         """True when ``token`` was not made with the newest key."""
         return not token.startswith(f"{PREFIX}:{self.current.key_id}:")
 
+    def rewrap(self, token: str, *, context: str = "") -> str:
+        """Wrap ``token``'s data key with the newest key; the value ciphertext is kept as is.
+
+        The value is authenticated (with ``context``) first, so a damaged or misplaced
+        ciphertext fails here instead of being carried forward under the new key.
+        """
+        self.decrypt(token, context=context)
+        if not self.needs_rewrap(token):
+            return token
+        _prefix, key_id, blob = token.split(":", 2)
+        raw = base64.b64decode(blob)
+        wrap_nonce, wrapped, rest = raw[:_NONCE], raw[_NONCE : _NONCE + 48], raw[_NONCE + 48 :]
+        data_key = AESGCM(self._keys[key_id].key).decrypt(wrap_nonce, wrapped, key_id.encode())
+        new_nonce, new_id = os.urandom(_NONCE), self.current.key_id
+        rewrapped = AESGCM(self.current.key).encrypt(new_nonce, data_key, new_id.encode())
+        return f"{PREFIX}:{new_id}:{base64.b64encode(new_nonce + rewrapped + rest).decode()}"
+
 
 def load_vault(vault_key: str, old_keys: str, data_dir: str, *, generate: bool) -> Vault:
     """Build the vault from settings; in embedded mode a key file is made on first start."""

@@ -6,7 +6,7 @@ import secrets
 
 from core.vault import Vault, VaultError
 from models import ConfigEntry
-from models.db import Database
+from models.db import Database, insert_ignoring_conflict
 
 # The original kept an encrypted salt under this hidden config key; we keep one too and use
 # it to prove at start-up that the vault key is the one the data was encrypted with.
@@ -16,12 +16,17 @@ CANARY_KEY = "server.salt"
 async def verify_vault(db: Database, vault: Vault) -> None:
     """Decrypt the canary (writing it on first start); raise VaultError on a wrong key."""
     async with db.session() as session:
+        # Several processes may start at once on a fresh database: the first insert wins and
+        # everyone, the winner included, then checks the stored canary.
+        value = vault.encrypt(secrets.token_hex(16), context=f"config:{CANARY_KEY}")
+        await session.execute(
+            insert_ignoring_conflict(
+                session, ConfigEntry, key=CANARY_KEY, value=value, encrypted=True
+            )
+        )
+        await session.commit()
         entry = await session.get(ConfigEntry, CANARY_KEY)
-        if entry is None:
-            value = vault.encrypt(secrets.token_hex(16), context=f"config:{CANARY_KEY}")
-            session.add(ConfigEntry(key=CANARY_KEY, value=value, encrypted=True))
-            await session.commit()
-            return
+        assert entry is not None
         try:
             vault.decrypt(entry.value or "", context=f"config:{CANARY_KEY}")
         except VaultError as exc:

@@ -1,11 +1,14 @@
 """SQLAlchemy models, database setup and migrations."""
 
+from models.auth_requests import AuthorizationRequest
 from models.base import Base
 from models.config import ConfigEntry
 from models.grids import Grid
 from models.leases import Lease, TickRun
 from models.logs import AuditLog, EventLog
 from models.nodes import Node, NodeStat
+from models.registries import Registry
+from models.secrets import GridSecret
 from models.tokens import AccessToken
 from models.users import Role, User, grid_users, user_roles
 from models.work import WorkRowMixin, WorkState
@@ -13,13 +16,16 @@ from models.work import WorkRowMixin, WorkState
 __all__ = [
     "AccessToken",
     "AuditLog",
+    "AuthorizationRequest",
     "Base",
     "ConfigEntry",
     "EventLog",
     "Grid",
+    "GridSecret",
     "Lease",
     "Node",
     "NodeStat",
+    "Registry",
     "Role",
     "TickRun",
     "User",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy import BigInteger, ForeignKey, Index, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from models.base import Base, BigIntId, ObjectIdMixin, TimestampMixin, utcnow
@@ -34,8 +34,9 @@ class Node(ObjectIdMixin, TimestampMixin, Base):
     engine_root_dir: Mapped[str | None] = mapped_column(String(1024))
     driver: Mapped[str | None] = mapped_column(String(64))
     kernel_version: Mapped[str | None] = mapped_column(String(255))
-    mem_total: Mapped[int | None] = mapped_column()
-    mem_limit: Mapped[int | None] = mapped_column()
+    # Bytes: a 32-bit integer overflows at 2 GiB.
+    mem_total: Mapped[int | None] = mapped_column(BigInteger)
+    mem_limit: Mapped[int | None] = mapped_column(BigInteger)
     cpus: Mapped[int | None] = mapped_column()
     public_ip: Mapped[str | None] = mapped_column(String(64))
     private_ip: Mapped[str | None] = mapped_column(String(64))

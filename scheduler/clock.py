@@ -35,6 +35,7 @@ class Tick:
 SCHEDULE: list[Tick] = [
     Tick("maintenance.recover", "maintenance", 15),
     Tick("maintenance.retention", "maintenance", 3600),
+    Tick("nodes.liveness", "nodes", 10),
 ]
 
 # The clock wakes at least this often to notice slot changes.

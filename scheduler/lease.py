@@ -15,9 +15,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import case, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core.ticks import insert_ignoring_conflict
 from models.base import utcnow
-from models.db import Database
+from models.db import Database, insert_ignoring_conflict
 from models.leases import Lease
 
 log = logging.getLogger(__name__)

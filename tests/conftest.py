@@ -24,6 +24,9 @@ from tests.fixtures.env import database_url, redis_url
 from tests.fixtures.server import serve
 from workers.broker import DramatiqSender, build_broker
 
+# Docker daemon fixtures: docker_hosts, docker_clients, busybox_image, cleanup_containers.
+pytest_plugins = ["tests.fixtures.docker"]
+
 TEST_VAULT_KEY = "test-vault-key-0123456789abcdef"
 
 

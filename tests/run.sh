@@ -9,6 +9,9 @@
 # which are never used or touched.
 #
 #   KONTENA_TEST_SKIP_LINT=1   skip ruff and mypy (quick local runs)
+#   KONTENA_TEST_NO_DOCKER=1   start no Docker daemons (docker tests then skip,
+#                              except under CI=true, where they fail)
+#   KONTENA_TEST_DOCKER_NODES=N  how many Docker daemons (default 2)
 #   KONTENA_TEST_TMPDIR=DIR    where the run's temp dir goes (default: /dev/shm
 #                              if it is tmpfs, else /tmp; see tests/env/lib.sh)
 #
@@ -17,6 +20,10 @@
 #   KONTENA_TEST_PG_ADMIN_URL  postgresql://... (database postgres, to create more DBs)
 #   KONTENA_TEST_REDIS_URL     redis://127.0.0.1:PORT/0
 #   KONTENA_TEST_ENV_DIR       the run's temp dir (logs, sockets; removed at exit)
+#   KONTENA_TEST_DOCKER_HOSTS  unix:///.../node1/docker.sock,unix:///.../node2/...
+#                              (private dockerd per node, labelled
+#                              kontena.test.node=nodeN; unset with NO_DOCKER)
+#   KONTENA_TEST_BUSYBOX_IMAGE local/busybox:latest, imported into every daemon
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -26,6 +33,10 @@ source tests/env/lib.sh
 # Debian packages the environment needs. Add new services' packages here.
 KT_DEBS=(postgresql redis-server)
 command -v python3 >/dev/null || KT_DEBS+=(python3) # free_ports needs it
+if [[ ${KONTENA_TEST_NO_DOCKER:-0} != 1 ]]; then
+	# dockerd, containerd, runc, docker-init + a static busybox for the test image.
+	KT_DEBS+=(docker.io busybox-static)
+fi
 
 # ---------------------------------------------------------------- phase timing
 
@@ -129,7 +140,7 @@ setup_services() {
 	start_postgres "$KT_ENV_DIR" "$pg_port"
 	"$KT_PG_BIN/createdb" -h 127.0.0.1 -p "$pg_port" -U postgres kontena_test
 	start_redis "$KT_ENV_DIR" "$redis_port"
-	# New services (Docker daemons, Pebble) start here and export their URLs.
+	# New services (Pebble, ...) start here and export their URLs.
 
 	export KONTENA_TEST_DATABASE_URL="postgresql+asyncpg://postgres@127.0.0.1:$pg_port/kontena_test"
 	export KONTENA_TEST_PG_ADMIN_URL="postgresql://postgres@127.0.0.1:$pg_port/postgres"
@@ -137,6 +148,32 @@ setup_services() {
 	export KONTENA_TEST_ENV_DIR="$KT_ENV_DIR"
 }
 run_phase "start services" setup_services
+
+# Private Docker daemons as test nodes (see start_dockerd in tests/env/lib.sh),
+# booting in parallel; then the busybox image is imported into all at once.
+start_docker_nodes() {
+	local count=${KONTENA_TEST_DOCKER_NODES:-2} i names=() name hosts=() pids=() pid
+	local image=local/busybox:latest
+	for ((i = 1; i <= count; i++)); do names+=("node$i"); done
+	kt_busybox_tarball >/dev/null || return 1
+	start_dockerds "$KT_ENV_DIR" "${names[@]}" || return 1
+	for name in "${names[@]}"; do
+		import_busybox "$KT_ENV_DIR/$name" "$image" &
+		pids+=("$!")
+		hosts+=("unix://$KT_ENV_DIR/$name/docker.sock")
+	done
+	for pid in "${pids[@]}"; do
+		wait "$pid" || { _kt_log "importing $image failed"; return 1; }
+	done
+	export KONTENA_TEST_DOCKER_HOSTS
+	KONTENA_TEST_DOCKER_HOSTS=$(IFS=,; echo "${hosts[*]}")
+	export KONTENA_TEST_BUSYBOX_IMAGE=$image
+}
+if [[ ${KONTENA_TEST_NO_DOCKER:-0} == 1 ]]; then
+	phase_skip "start docker nodes"
+else
+	run_phase "start docker nodes" start_docker_nodes
+fi
 env | grep '^KONTENA_TEST_' | sort >&2
 
 # ---------------------------------------------------------------- checks

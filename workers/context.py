@@ -17,6 +17,7 @@ from dramatiq.middleware import Middleware
 
 from core.config import Settings
 from core.jobs import JobSender
+from core.node_rpc import NodeRpc
 from core.vault import Vault, load_vault
 from models.db import Database
 
@@ -28,6 +29,8 @@ _broker: dramatiq.Broker | None = None
 _database: Database | None = None
 _database_loop: asyncio.AbstractEventLoop | None = None
 _vault: Vault | None = None
+_node_rpc: NodeRpc | None = None
+_node_rpc_loop: asyncio.AbstractEventLoop | None = None
 
 
 def configure(settings: Settings, broker: dramatiq.Broker | None = None) -> None:
@@ -77,11 +80,33 @@ def sender() -> JobSender:
     return DramatiqSender(_broker or dramatiq.get_broker())
 
 
+def node_rpc() -> NodeRpc:
+    """Reaches agents: through Redis, or the embedded API's sockets in this very process."""
+    global _node_rpc, _node_rpc_loop
+    if not settings().redis_url:
+        from core.node_rpc import shared_local
+
+        return shared_local()
+    loop = asyncio.get_running_loop()
+    with _lock:
+        if _node_rpc is None or _node_rpc_loop is not loop:
+            from core.rpc_redis import RedisNodeRpc
+
+            # Like the database, its Redis connections belong to the loop that opened them;
+            # it subscribes lazily on the first call.
+            _node_rpc = RedisNodeRpc(settings().redis_url, database)
+            _node_rpc_loop = loop
+        return _node_rpc
+
+
 async def dispose() -> None:
-    """Close the database of the running loop."""
-    global _database, _database_loop
+    """Close the database and node RPC of the running loop."""
+    global _database, _database_loop, _node_rpc, _node_rpc_loop
     with _lock:
         database, _database, _database_loop = _database, None, None
+        rpc, _node_rpc, _node_rpc_loop = _node_rpc, None, None
+    if rpc is not None:
+        await rpc.stop()
     if database is not None:
         await database.dispose()
 
@@ -99,7 +124,7 @@ class WorkerContext(Middleware):
 
     def after_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         loop_thread = get_event_loop_thread()
-        if loop_thread is None or _database is None:
+        if loop_thread is None or (_database is None and _node_rpc is None):
             return
         try:
             loop_thread.run_coroutine(dispose())

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.ticks import claim_tick
 from core.work import Resend, mark_resent, recover, registered
-from models import AccessToken, AuditLog, EventLog, TickRun
+from models import AccessToken, AuditLog, AuthorizationRequest, EventLog, TickRun
 from models.base import utcnow
 from workers import context
 
@@ -97,6 +97,10 @@ async def delete_expired(session: AsyncSession) -> dict[str, int]:
             AuditLog.created_at < now - timedelta(days=settings.audit_log_retention_days)
         ),
         "tick runs": delete(TickRun).where(TickRun.created_at < now - TICK_RUN_RETENTION),
+        # Kept a day past expiry so a late callback still hears "expired", not "unknown".
+        "authorization requests": delete(AuthorizationRequest).where(
+            AuthorizationRequest.expires_at < now - timedelta(days=1)
+        ),
     }
     counts: dict[str, int] = {}
     for what, stmt in statements.items():

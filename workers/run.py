@@ -14,6 +14,8 @@ from dramatiq.brokers.redis import RedisBroker
 
 from core.config import Settings
 from core.jobs import QUEUES
+from core.vault import load_vault
+from core.vault_check import check_vault_key
 from workers.actors import load_actors
 from workers.broker import build_broker
 
@@ -51,6 +53,11 @@ def run_worker(
     if unknown:
         log.error("unknown queue(s) %s; known: %s", ", ".join(unknown), ", ".join(QUEUES))
         return EXIT_USAGE
+    # A wrong or missing vault key stops the worker before it takes jobs it could only fail.
+    vault = load_vault(
+        settings.vault_key, settings.vault_old_keys, settings.data_dir, generate=False
+    )
+    check_vault_key(settings.resolved_database_url, vault)
     if processes <= 1:
         return _serve(settings, list(queues or ()), threads)
     return _supervise(settings, list(queues or ()), processes, threads)

@@ -13,8 +13,12 @@ MODULES = (
     "api.controllers.users",
     "api.controllers.grid_users",
     "api.controllers.oauth2",
+    "api.controllers.external_login",
     "api.controllers.config",
     "api.controllers.audit_logs",
+    "api.controllers.secrets",
+    "api.controllers.registries",
+    "api.controllers.nodes",
 )
 
 

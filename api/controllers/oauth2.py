@@ -8,6 +8,7 @@ from litestar import Controller, MediaType, Request, Response, delete, get, post
 from litestar.datastructures import State
 
 from api.audit import client_ip, remember_principal
+from api.controllers.external_login import create_invite
 from api.deps import get_runtime
 from api.schemas.tokens import TokenList, render_token
 from core import access_tokens, oauth2
@@ -85,9 +86,15 @@ class OAuth2Controller(Controller):
     async def create_authorization(
         self, request: Request[Any, Any, Any], state: State, uow: UnitOfWork
     ) -> Response[Any]:
-        """``response_type`` token or code, for the caller (a master admin may name a user)."""
+        """``response_type`` token or code, for the caller (a master admin may name a user).
+
+        ``response_type=invite`` creates an invite instead (user admins, configured provider).
+        """
         # The response type is checked before the token, as Kontena did.
-        wanted = oauth2.parse_authorization(await _params(request))
+        params = await _params(request)
+        if params.get("response_type") == oauth2.INVITE:
+            return await create_invite(request, get_runtime(state), uow, params)
+        wanted = oauth2.parse_authorization(params)
         principal = await authenticate(uow.session, request.headers.get("authorization"))
         remember_principal(request, principal)
         issued = await oauth2.authorize(uow.session, principal, wanted)

@@ -7,8 +7,8 @@ from typing import Any
 from litestar import Controller, Request, delete, get, post
 
 from api.audit import audit
-from api.schemas.users import RoleAssign, UserCreate, UserList, UserOut
-from core import users
+from api.schemas.users import InviteList, RoleAssign, UserCreate, UserList, UserOut
+from core import invites, users
 from core.auth import Principal
 from core.unit_of_work import UnitOfWork
 from core.validation import decode_body
@@ -38,6 +38,11 @@ class UserController(Controller):
     async def list_users(self, uow: UnitOfWork, principal: Principal) -> UserList:
         """Every user (user_admin)."""
         return UserList.of(await users.list_users(uow.session, principal))
+
+    @get("/invites", summary="List pending invites")
+    async def list_invites(self, uow: UnitOfWork, principal: Principal) -> InviteList:
+        """Users invited but not yet logged in through the provider (user_admin)."""
+        return InviteList.of(await invites.list_invites(uow.session, principal))
 
     @post("/", summary="Create a user", status_code=201)
     async def create_user(

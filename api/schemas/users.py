@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated
 
 import msgspec
 
+from core.invites import EMAIL_PATTERN
 from models import User
-
-# The original's e-mail check (Kontena's invite mutation), anchored at both ends.
-EMAIL_PATTERN = r"^[\w+\-.]+@[A-Za-z\d\-]+(\.[A-Za-z]+)*\.[A-Za-z]+$"
 
 Email = Annotated[str, msgspec.Meta(pattern=EMAIL_PATTERN, max_length=255)]
 
@@ -69,3 +68,35 @@ class GridUserAssign(msgspec.Struct):
     """``POST /v1/grids/:grid/users``."""
 
     email: Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
+
+
+class InviteOut(msgspec.Struct):
+    """A pending invite: who, the code, since when."""
+
+    email: str
+    invite_code: str
+    created_at: datetime
+
+
+class InviteList(msgspec.Struct):
+    """``{"invites": [...]}`` for ``GET /v1/users/invites``."""
+
+    invites: list[InviteOut]
+
+    @classmethod
+    def of(cls, users: list[User]) -> InviteList:
+        """Render the users whose invite is pending."""
+        return cls(
+            invites=[
+                InviteOut(email=u.email, invite_code=u.invite_code or "", created_at=u.created_at)
+                for u in users
+            ]
+        )
+
+
+class Invitation(msgspec.Struct):
+    """``POST /oauth2/authorize response_type=invite`` → 201."""
+
+    email: str
+    invite_code: str
+    link: str

@@ -21,6 +21,14 @@ JUNK_BODIES: list[bytes] = [
     b'{"name": "a\\u0000b", "email": "x\\u0000@y", "value": "\\u0000"}',
 ]
 JUNK_SEGMENT = "%00%ff..%2F"
+# Kontena answers 501 on these while no external identity provider is configured: a state of
+# the server, not an error it made.
+NOT_CONFIGURED = {"/authenticate", "/oauth2/authenticate", "/cb"}
+
+
+def server_error(path: str, status: int) -> bool:
+    """A 5xx that is not the documented 501 of an unconfigured login provider."""
+    return status >= 500 and not (status == 501 and path in NOT_CONFIGURED)
 
 
 def concrete(path: str) -> str:
@@ -55,10 +63,10 @@ async def test_junk_never_gets_a_server_error(client: httpx.AsyncClient, admin: 
                 params={"limit": "x", "from": "y", "since": "z", "sort": "?"},
                 headers={**admin.headers, "Content-Type": "application/json"},
             )
-            if response.status_code >= 500:
+            if server_error(path, response.status_code):
                 failures.append((method, url, body, response.status_code, response.text[:200]))
         bad_segment = await client.request(method, url + "/" + JUNK_SEGMENT, headers=admin.headers)
-        if bad_segment.status_code >= 500:
+        if server_error(path, bad_segment.status_code):
             failures.append((method, url, "segment", bad_segment.status_code, ""))
     assert failures == []
 

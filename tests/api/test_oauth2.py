@@ -159,16 +159,15 @@ async def test_authorize_accepts_form_bodies(
             {"response_type": "password", "scope": "user"},
             400,
             oauth_error(
-                "unsupported_response_type", "Unsupported response type. Supported: code, token"
+                "unsupported_response_type",
+                "Unsupported response type. Supported: code, token, invite",
             ),
         ),
         ({}, 400, oauth_error("invalid_request")),
         (
             {"response_type": "invite", "email": "x@example.com"},
             501,
-            oauth_error(
-                "not_implemented", "Invites need an authentication provider; none is configured"
-            ),
+            oauth_error("server_error", "Authentication provider not configured"),
         ),
     ],
 )

@@ -58,13 +58,18 @@ _kt_wait_until() {
 # not a shell function.
 _kt_detached() {
 	(
-		local fd
-		for fd in /proc/"$BASHPID"/fd/*; do
-			fd=${fd##*/}
-			((fd > 2)) && exec {fd}>&-
-		done
+		_kt_close_fds
 		exec setsid "$@" </dev/null
 	)
+}
+# _kt_close_fds: close every fd > 2 of the current (sub)shell.
+_kt_close_fds() {
+	local fd
+	for fd in /proc/"$BASHPID"/fd/*; do
+		fd=${fd##*/}
+		((fd > 2)) && exec {fd}>&-
+	done
+	return 0
 }
 
 # _kt_kill_pidfile PIDFILE NAME: stop a daemon by the pid in PIDFILE, but only
@@ -162,7 +167,7 @@ reap_stale_envs() {
 		[[ -d $dir && -f $dir/owner.pid && $dir != "$KT_ENV_DIR" ]] || continue
 		owner=$(cat "$dir/owner.pid")
 		[[ $owner =~ ^[0-9]+$ ]] || continue
-		kill -0 "$owner" 2>/dev/null && continue
+		! _kt_pid_gone "$owner" && continue # a zombie owner counts as gone
 		_kt_log "cleaning up stale test env $dir (owner pid $owner is gone)"
 		if [[ -f $dir/.kt-stop ]]; then
 			while IFS= read -r line; do
@@ -170,6 +175,22 @@ reap_stale_envs() {
 			done < <(tac "$dir/.kt-stop")
 		fi
 		rm -rf --one-file-system "$dir"
+	done
+	_kt_reap_orphan_bridges
+	return 0
+}
+
+# A dockerd bridge (kt-brN, ifalias = its daemon's DIR/NAME) whose run dir is
+# gone (e.g. /dev/shm wiped while the machine stayed up) belongs to no one.
+_kt_reap_orphan_bridges() {
+	local link alias
+	for link in /sys/class/net/kt-br*; do
+		[[ -e $link ]] || continue
+		alias=$(cat "$link/ifalias" 2>/dev/null)
+		# An empty alias is a bridge being claimed right now by another run.
+		[[ $alias == */kontena-test.*/* && ! -e ${alias%/*} ]] || continue
+		_kt_log "removing orphan bridge ${link##*/} of $alias"
+		ip link del "${link##*/}" 2>/dev/null
 	done
 	return 0
 }
@@ -357,4 +378,302 @@ _kt_redis_ready() {
 	pid=$(head -n1 "$2")
 	info=$(redis-cli -h 127.0.0.1 -p "$1" info server 2>/dev/null) || return 1
 	[[ $info == *$'\n'"process_id:$pid"$'\r'* ]]
+}
+
+# ---------------------------------------------------------------- Docker Engine
+
+# Private Docker daemons act as the test nodes. Each one lives in DIR/NAME:
+#   docker.sock  daemon.json  dockerd.pid  dockerd.log  data/  exec/
+# and has its own bridge kt-br<SLOT> (10.99.<SLOT>.1/24), its own address
+# pool for user networks (10.<100+SLOT>.0.0/16) and its own cgroup parent
+# (<run dir name>-<NAME>), so several daemons, and several test runs on one
+# machine, never share anything. SLOT starts at INDEX and moves up to the
+# first bridge name nobody holds: `ip link add` is the atomic claim. The
+# bridge's ifalias records DIR/NAME, so a stop only ever deletes its own.
+#
+# Why the cgroup parent: a daemon killed with SIGKILL leaves its containers
+# and their containerd shims running (containerd and docker-proxy die with
+# it); the containers' processes are then found by cgroup, not by pid file.
+
+# The CLI that matches the engine (docker.io's /usr/bin/docker), not a newer
+# client that may sit earlier on PATH (e.g. /usr/local/bin/docker 28.x).
+_kt_docker_cli() {
+	if [[ -x /usr/bin/docker ]]; then echo /usr/bin/docker; else command -v docker; fi
+}
+# _kt_docker ROOT ARGS...: the CLI against the daemon in ROOT (= DIR/NAME).
+_kt_docker() {
+	local root=$1
+	shift
+	DOCKER_CONFIG=$root/cli "$(_kt_docker_cli)" -H "unix://$root/docker.sock" "$@"
+}
+
+# _kt_dockerd_net_free SLOT: neither the bridge subnet nor the address pool of
+# SLOT overlaps a route the machine already has (inside or around it).
+_kt_dockerd_net_free() {
+	local net
+	for net in "10.99.$1.0/24" "10.$((100 + $1)).0.0/16"; do
+		[[ -z $(ip -4 -o route show table all root "$net") ]] || return 1
+		! ip -4 -o route show table all match "$net" | grep -qv '^default ' || return 1
+	done
+}
+
+# dockerd_launch DIR NAME INDEX: claim a bridge, register the stop and start
+# dockerd in the background; does not wait (see dockerd_wait), so several
+# daemons boot in parallel while the stop registry stays in this shell.
+dockerd_launch() {
+	local dir=$1 name=$2 index=$3
+	local root=$dir/$name slot bridge=
+	mkdir -p "$root/data" "$root/exec" "$root/cli" || return 1
+	# Unix socket paths are limited to 108 bytes; containerd nests deepest.
+	if ((${#root} > 60)); then
+		_kt_log "dockerd dir $root is too long for unix sockets (set KONTENA_TEST_TMPDIR)"
+		return 1
+	fi
+	for ((slot = index; slot <= 99; slot++)); do
+		ip link add "kt-br$slot" type bridge 2>/dev/null || continue
+		if ! ip link set dev "kt-br$slot" alias "$root" || ! _kt_dockerd_net_free "$slot"; then
+			ip link del "kt-br$slot" 2>/dev/null
+			continue
+		fi
+		bridge=kt-br$slot
+		break
+	done
+	if [[ -z $bridge ]]; then
+		_kt_log "no free bridge slot for dockerd $name (kt-br$index..kt-br99 taken or their subnets in use)"
+		return 1
+	fi
+	local cgroup="${dir##*/}-$name"
+	echo "$bridge" >"$root/bridge"
+	# Registered before anything else can fail: a half-started daemon is
+	# still torn down (and so is the bridge).
+	kt_on_stop _kt_stop_dockerd "$root" "$bridge" "$cgroup"
+	ip addr add "10.99.$slot.1/24" dev "$bridge" && ip link set dev "$bridge" up || return 1
+
+	cat >"$root/daemon.json" <<-JSON || return 1
+		{
+		  "exec-opts": ["native.cgroupdriver=cgroupfs"],
+		  "cgroup-parent": "$cgroup",
+		  "shutdown-timeout": 3,
+		  "log-opts": {"max-size": "1m", "max-file": "2"}
+		}
+	JSON
+	# What _kt_detached does, inline: `_kt_detached ... &` would leave a
+	# forked copy of this shell (with its fds) waiting on dockerd. This way
+	# the background subshell execs into dockerd, so $! is dockerd itself.
+	(
+		_kt_close_fds
+		exec setsid dockerd \
+			--host "unix://$root/docker.sock" \
+			--data-root "$root/data" --exec-root "$root/exec" \
+			--pidfile "$root/dockerd.pid" --config-file "$root/daemon.json" \
+			--iptables=false --ip-masq=false \
+			--bridge "$bridge" \
+			--default-address-pool "base=10.$((100 + slot)).0.0/16,size=24" \
+			--label "kontena.test.node=$name" \
+			</dev/null >>"$root/dockerd.log" 2>&1
+	) &
+	echo "$!" >"$root/dockerd.launched.pid"
+}
+
+# dockerd_wait DIR NAME: wait until the daemon answers `docker info`.
+dockerd_wait() {
+	local root=$1/$2
+	if ! _kt_wait_until 60 "dockerd $2" _kt_dockerd_ready "$root"; then
+		_kt_log "dockerd $2 did not come up; last log lines:"
+		tail -n 20 "$root/dockerd.log" >&2
+		return 1
+	fi
+}
+_kt_dockerd_ready() {
+	_kt_pid_gone "$(cat "$1/dockerd.launched.pid")" && return 2
+	_kt_docker "$1" info --format '{{.ID}}'
+}
+
+# start_dockerd DIR NAME INDEX: one daemon, started and ready.
+start_dockerd() {
+	dockerd_launch "$@" && dockerd_wait "$1" "$2"
+}
+
+# start_dockerds DIR NAME...: several daemons booting in parallel (launch all,
+# then wait for each), bridge slots from 1 in argument order. Their shutdowns
+# overlap too: see _kt_dockerd_shutdown_begin.
+start_dockerds() {
+	local dir=$1 slot=0 name roots=()
+	shift
+	for name; do
+		dockerd_launch "$dir" "$name" $((++slot)) || return 1
+		roots+=("$dir/$name")
+	done
+	# Registered after the per-daemon stops, so stop_all runs it first.
+	kt_on_stop _kt_dockerd_shutdown_begin "${roots[@]}"
+	for name; do
+		dockerd_wait "$dir" "$name" || return 1
+	done
+}
+
+# _kt_dockerd_shutdown_begin ROOT...: remove the containers of all these
+# daemons (in parallel) and send each dockerd TERM without waiting. A dockerd
+# takes ~1 s to exit here even when idle; this way those seconds overlap and
+# each _kt_stop_dockerd then only waits for its own daemon.
+_kt_dockerd_shutdown_begin() {
+	local root pid pids=()
+	for root; do
+		_kt_dockerd_rm_containers "$root" &
+		pids+=("$!")
+	done
+	for pid in "${pids[@]}"; do wait "$pid"; done
+	for root; do
+		pid=$(_kt_pidfile_pid "$root/dockerd.pid" dockerd) && kill -TERM "$pid" 2>/dev/null
+	done
+	return 0
+}
+
+# _kt_pidfile_pid PIDFILE NAME: the pid in PIDFILE if that process runs NAME.
+_kt_pidfile_pid() {
+	local pid comm
+	[[ -s $1 ]] || return 1
+	pid=$(head -n1 "$1")
+	[[ $pid =~ ^[0-9]+$ ]] || return 1
+	comm=$(cat "/proc/$pid/comm" 2>/dev/null) || return 1
+	[[ $comm == "$2"* ]] && ! _kt_pid_gone "$pid" || return 1
+	echo "$pid"
+}
+
+# _kt_dockerd_rm_containers ROOT: force-remove every container of the daemon
+# in ROOT, if it still answers (killing them first makes its stop 22 s -> 3 s).
+_kt_dockerd_rm_containers() {
+	local root=$1 ids
+	local cli=("$(_kt_docker_cli)" -H "unix://$root/docker.sock")
+	[[ -S $root/docker.sock ]] || return 0
+	ids=$(DOCKER_CONFIG=$root/cli timeout 5 "${cli[@]}" ps -aq 2>/dev/null) || return 0
+	[[ -n $ids ]] || return 0
+	# shellcheck disable=SC2086 # one id per word
+	DOCKER_CONFIG=$root/cli timeout 30 "${cli[@]}" rm -f -v $ids >/dev/null 2>&1
+	return 0
+}
+
+# _kt_stop_dockerd ROOT BRIDGE CGROUP: remove its containers while the daemon
+# still answers (shutdown 22 s -> 3 s), stop dockerd by pid, kill whatever
+# survived (containers, shims), unmount leftovers, delete its bridges and
+# cgroups, remove ROOT. Also run by reap_stale_envs for a killed run, when
+# the daemon is long gone: every step tolerates "already done".
+_kt_stop_dockerd() {
+	local root=$1 bridge=$2 cgroup=$3
+	_kt_dockerd_rm_containers "$root"
+	_kt_kill_pidfile "$root/dockerd.pid" dockerd
+	_kt_dockerd_kill_leftovers "$root" "$cgroup"
+	_kt_umount_under "$root"
+	_kt_dockerd_del_links "$root" "$bridge"
+	_kt_cgroup_remove "$cgroup"
+	rm -rf --one-file-system "$root"
+	return 0
+}
+
+# Processes that outlive a killed dockerd: container processes (found by our
+# cgroup parent) and their containerd shims (found by our containerd socket).
+_kt_dockerd_kill_leftovers() {
+	local root=$1 cgroup=$2 procs pid args i dirs=()
+	mapfile -t dirs < <(_kt_cgroup_dirs "$cgroup")
+	for ((i = 0; i < 50; i++)); do
+		procs=
+		((${#dirs[@]})) &&
+			procs=$(find "${dirs[@]}" -name cgroup.procs -exec cat {} + 2>/dev/null)
+		for pid in /proc/[0-9]*; do
+			# mapfile, not $(tr ...): no fork per process.
+			mapfile -d '' -t args 2>/dev/null <"$pid/cmdline" || continue
+			[[ ${args[0]:-} == *containerd* && " ${args[*]:1} " == *" $root/exec/"* ]] &&
+				procs+=" ${pid#/proc/}"
+		done
+		[[ -n ${procs// /} ]] || return 0
+		# shellcheck disable=SC2086 # a list of pids
+		kill -KILL $procs 2>/dev/null
+		sleep 0.05
+	done
+	_kt_log "processes of dockerd $root survive SIGKILL: $procs"
+}
+
+# _kt_umount_under DIR: unmount everything mounted at or below DIR, deepest
+# first (overlay layers, netns files, shm, the data-root bind mount).
+_kt_umount_under() {
+	local dir=$1 mnt _ mounts
+	for _ in 1 2 3; do # a path can be mounted more than once
+		mounts=$(awk -v d="$dir" '$2 == d || index($2, d "/") == 1 {print $2}' /proc/mounts | sort -r)
+		[[ -n $mounts ]] || return 0
+		while read -r mnt; do
+			umount "$mnt" 2>/dev/null || umount -l "$mnt" 2>/dev/null
+		done <<<"$mounts"
+	done
+	_kt_log "cannot unmount: $mounts"
+}
+
+# Delete our bridge (only if its alias says it is ours) and any user-network
+# bridge holding an address from our pool (dockerd keeps those after stop).
+_kt_dockerd_del_links() {
+	local root=$1 bridge=$2 slot link
+	[[ $(cat "/sys/class/net/$bridge/ifalias" 2>/dev/null) == "$root" ]] || return 0
+	# Pool bridges first: once ours is gone, another run may claim the slot.
+	slot=${bridge#kt-br}
+	while read -r link; do
+		[[ $link == br-* ]] && ip link del "$link"
+	done < <(ip -4 -o addr show to "10.$((100 + slot)).0.0/16" | awk '{print $2}')
+	ip link del "$bridge"
+	return 0
+}
+
+# _kt_cgroup_dirs NAME: the cgroup dirs called NAME in every hierarchy (v1
+# controllers, v2 unified). A relative --cgroup-parent lands below dockerd's
+# own cgroup in each hierarchy, which differ (here: pids at the root, memory
+# under /process_api/...), hence a search rather than fixed paths.
+_kt_cgroup_dirs() {
+	[[ -n $1 && $1 != */* ]] || return 0
+	find /sys/fs/cgroup -maxdepth 8 -type d -name "$1" -prune 2>/dev/null
+}
+
+# _kt_cgroup_remove NAME: remove the (by now empty) cgroups NAME and their
+# children, deepest first.
+_kt_cgroup_remove() {
+	local d
+	while read -r d; do
+		find "$d" -depth -type d -exec rmdir {} + 2>/dev/null
+	done < <(_kt_cgroup_dirs "$1")
+	return 0
+}
+
+# ---------------------------------------------------------------- busybox image
+
+# kt_busybox_tarball: a rootfs tarball with /bin/busybox and its applet
+# symlinks, built once per run in $KT_ENV_DIR; prints its path. No image can
+# be pulled here (no internet), so tests use this imported image. Written by
+# one python3 process: ~300 `ln -s` forks took 1 s here.
+kt_busybox_tarball() {
+	local tar=$KT_ENV_DIR/busybox-rootfs.tar py=python3
+	[[ -x /usr/bin/python3 ]] && py=/usr/bin/python3
+	if [[ ! -s $tar ]]; then
+		[[ -x /bin/busybox ]] || { _kt_log "/bin/busybox missing (package busybox-static)"; return 1; }
+		"$py" - /bin/busybox "$tar.part" <<-'PY' || return 1
+			import subprocess, sys, tarfile
+			busybox, out = sys.argv[1], sys.argv[2]
+			applets = subprocess.run([busybox, "--list"], capture_output=True, text=True, check=True)
+			with tarfile.open(out, "w") as tar:
+			    for name, mode in (("bin", 0o755), ("etc", 0o755), ("tmp", 0o1777)):
+			        info = tarfile.TarInfo(name)
+			        info.type, info.mode = tarfile.DIRTYPE, mode
+			        tar.addfile(info)
+			    tar.add(busybox, "bin/busybox")
+			    for applet in applets.stdout.split():
+			        if applet != "busybox":
+			            info = tarfile.TarInfo("bin/" + applet)
+			            info.type, info.linkname = tarfile.SYMTYPE, "busybox"
+			            tar.addfile(info)
+		PY
+		mv "$tar.part" "$tar" || return 1
+	fi
+	echo "$tar"
+}
+
+# import_busybox ROOT IMAGE: import the busybox rootfs into the daemon in ROOT.
+import_busybox() {
+	local root=$1 image=$2 tar
+	tar=$(kt_busybox_tarball) || return 1
+	_kt_docker "$root" import -c 'CMD ["/bin/sh"]' -c 'ENV PATH=/bin' "$tar" "$image" >/dev/null
 }

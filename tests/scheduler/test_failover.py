@@ -38,6 +38,7 @@ class Scheduler:
         env = dict(os.environ)
         env.update(
             KONTENA_DATABASE_URL=settings.resolved_database_url,
+            KONTENA_VAULT_KEY=settings.vault_key,
             KONTENA_REDIS_URL=settings.redis_url,
             KONTENA_LEASE_TTL=str(LEASE_TTL),
         )

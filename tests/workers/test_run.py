@@ -35,6 +35,7 @@ def start_worker(settings: Settings, processes: int, log: Path, redis_url: str =
     env = dict(os.environ)
     env.update(
         KONTENA_DATABASE_URL=settings.resolved_database_url,
+        KONTENA_VAULT_KEY=settings.vault_key,
         KONTENA_REDIS_URL=redis_url or settings.redis_url,
     )
     with log.open("wb") as out:

@@ -1,0 +1,158 @@
+"""Every database column that holds vault ciphertext, so ``vault rotate`` misses none.
+
+A later resource that stores vault values (ACME account keys, certificate private keys…) adds
+one :class:`VaultColumn` to :data:`VAULT_COLUMNS` below (or calls :func:`register` at import),
+naming its table, key and value columns and how to rebuild the encryption context of a row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeAlias
+
+from sqlalchemy import ColumnElement, Select, Table, select, true
+from sqlalchemy.engine import RowMapping
+
+from core import grids, nodes
+from models import ConfigEntry, Grid, GridSecret, Node, Registry
+
+ContextOf = Callable[[RowMapping], str]
+# Rows of any shape: each column's query picks the columns its context needs.
+AnySelect: TypeAlias = Select[*tuple[Any, ...]]
+
+
+@dataclass(frozen=True)
+class VaultColumn:
+    """One column of vault values and how to read the context each row was encrypted with.
+
+    ``query`` selects the key column as ``id``, the value column as ``value`` and whatever the
+    context needs; :mod:`core.vault_rotate` adds paging and skips NULL values itself.
+    """
+
+    label: str
+    table: Table
+    id_column: str
+    value_column: str
+    context: ContextOf
+    # Extra columns (often from a join) the context needs, labelled as ``context`` reads them.
+    query: Callable[[], AnySelect] | None = None
+    where: Callable[[], ColumnElement[bool]] = field(default=lambda: true())
+
+    def select(self) -> AnySelect:
+        """The rows to visit: id, value and context columns, NULL values left out."""
+        id_col, value_col = self.table.c[self.id_column], self.table.c[self.value_column]
+        base = (
+            self.query()
+            if self.query is not None
+            else select(id_col.label("id"), value_col.label("value"))
+        )
+        return base.where(value_col.is_not(None), self.where())
+
+
+def _grid_token() -> VaultColumn:
+    table = Grid.__table__
+    assert isinstance(table, Table)
+    return VaultColumn(
+        label="grid tokens",
+        table=table,
+        id_column="id",
+        value_column="token_encrypted",
+        query=lambda: select(
+            Grid.id.label("id"), Grid.token_encrypted.label("value"), Grid.name.label("grid")
+        ),
+        context=lambda row: grids.token_context(row["grid"]),
+    )
+
+
+def _node_token() -> VaultColumn:
+    table = Node.__table__
+    assert isinstance(table, Table)
+    return VaultColumn(
+        label="node tokens",
+        table=table,
+        id_column="id",
+        value_column="token_encrypted",
+        query=lambda: select(
+            Node.id.label("id"),
+            Node.token_encrypted.label("value"),
+            Node.name.label("name"),
+            Grid.name.label("grid"),
+        ).join(Grid, Grid.id == Node.grid_id),
+        context=lambda row: nodes.token_context(row["grid"], row["name"]),
+    )
+
+
+def _config_secret() -> VaultColumn:
+    table = ConfigEntry.__table__
+    assert isinstance(table, Table)
+    # Covers every `*_secret` value and the `server.salt` canary the start-up check opens.
+    return VaultColumn(
+        label="config values",
+        table=table,
+        id_column="key",
+        value_column="value",
+        context=lambda row: f"config:{row['id']}",
+        where=lambda: ConfigEntry.encrypted.is_(True),
+    )
+
+
+def _grid_secret() -> VaultColumn:
+    table = GridSecret.__table__
+    assert isinstance(table, Table)
+    return VaultColumn(
+        label="secrets",
+        table=table,
+        id_column="id",
+        value_column="value_encrypted",
+        query=lambda: select(
+            GridSecret.id.label("id"),
+            GridSecret.value_encrypted.label("value"),
+            GridSecret.name.label("name"),
+            Grid.name.label("grid"),
+        ).join(Grid, Grid.id == GridSecret.grid_id),
+        context=lambda row: secret_context(row["grid"], row["name"]),
+    )
+
+
+def _registry_password() -> VaultColumn:
+    table = Registry.__table__
+    assert isinstance(table, Table)
+    return VaultColumn(
+        label="registry passwords",
+        table=table,
+        id_column="id",
+        value_column="password_encrypted",
+        query=lambda: select(
+            Registry.id.label("id"),
+            Registry.password_encrypted.label("value"),
+            Registry.name.label("name"),
+            Grid.name.label("grid"),
+        ).join(Grid, Grid.id == Registry.grid_id),
+        context=lambda row: registry_context(row["grid"], row["name"]),
+    )
+
+
+def secret_context(grid_name: str, name: str) -> str:
+    """The vault context binding a secret value to its grid and name."""
+    return f"secret:{grid_name}/{name}"
+
+
+def registry_context(grid_name: str, name: str) -> str:
+    """The vault context binding a registry password to its grid and registry name."""
+    return f"registry:{grid_name}/{name}"
+
+
+VAULT_COLUMNS: list[VaultColumn] = [
+    _grid_token(),
+    _node_token(),
+    _config_secret(),
+    _grid_secret(),
+    _registry_password(),
+]
+
+
+def register(column: VaultColumn) -> None:
+    """Add a column for ``vault rotate`` to visit (once, by label)."""
+    if all(existing.label != column.label for existing in VAULT_COLUMNS):
+        VAULT_COLUMNS.append(column)

@@ -1,0 +1,128 @@
+"""A tiny real WebSocket server on 127.0.0.1 that plays the master for agent tests.
+
+It speaks the real framing (core.protocol) over a real socket; it has none of the master's
+rules, so each test scripts what the master says and checks what the agent sends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+
+from core.protocol import (
+    Frame,
+    Request,
+    Response,
+    decode_frame,
+    encode_notification,
+    encode_request,
+    encode_response,
+)
+
+DEADLINE = 10.0
+
+
+class MasterConnection:
+    """One agent connection as the fake master sees it."""
+
+    def __init__(self, socket: ServerConnection, replies: dict[str, Any]) -> None:
+        self.socket = socket
+        assert socket.request is not None
+        self.headers: Headers = socket.request.headers
+        self.frames: asyncio.Queue[Frame] = asyncio.Queue()
+        self.replies = replies
+        self.close_code: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
+        self._ids = itertools.count(1000)
+
+    async def serve(self) -> None:
+        """Read until the agent goes away; auto-answer the agent's requests."""
+        try:
+            async for data in self.socket:
+                assert isinstance(data, bytes), "the agent must send binary frames"
+                frame = decode_frame(data)
+                if isinstance(frame, Request) and frame.method in self.replies:
+                    await self.socket.send(
+                        encode_response(frame.id, None, self.replies[frame.method])
+                    )
+                await self.frames.put(frame)
+        except ConnectionClosed:
+            pass
+        rcvd = self.socket.protocol.close_rcvd
+        if not self.close_code.done():
+            self.close_code.set_result(None if rcvd is None else rcvd.code)
+
+    async def notify(self, method: str, params: list[Any]) -> None:
+        """Send a notification to the agent."""
+        await self.socket.send(encode_notification(method, params))
+
+    async def send_request(self, method: str, params: list[Any]) -> int:
+        """Send a request; returns its id (the response arrives in ``frames``)."""
+        msg_id = next(self._ids)
+        await self.socket.send(encode_request(msg_id, method, params))
+        return msg_id
+
+    async def next_frame(
+        self, kind: type[Frame], method: str | None = None, timeout: float = DEADLINE
+    ) -> Any:
+        """The next frame of ``kind`` (and ``method``) the agent sent, skipping others."""
+        async with asyncio.timeout(timeout):
+            while True:
+                frame = await self.frames.get()
+                if not isinstance(frame, kind):
+                    continue
+                if method is None or getattr(frame, "method", None) == method:
+                    return frame
+
+    async def response_to(self, msg_id: int, timeout: float = DEADLINE) -> Response:
+        """The agent's response to request ``msg_id``."""
+        async with asyncio.timeout(timeout):
+            while True:
+                frame = await self.next_frame(Response)
+                if frame.id == msg_id:
+                    return frame  # type: ignore[no-any-return]
+
+    async def close(self, code: int, reason: str = "") -> None:
+        """Close from the master side with a Kontena close code."""
+        await self.socket.close(code, reason)
+
+
+class FakeMaster:
+    """Accepts agent connections on a free loopback port."""
+
+    def __init__(self, replies: dict[str, Any] | None = None) -> None:
+        self.replies = {"/nodes/update": {}} if replies is None else replies
+        self.connections: asyncio.Queue[MasterConnection] = asyncio.Queue()
+        self.server: Server | None = None
+
+    @property
+    def url(self) -> str:
+        """``ws://127.0.0.1:PORT/``."""
+        assert self.server is not None
+        port = next(iter(self.server.sockets)).getsockname()[1]
+        return f"ws://127.0.0.1:{port}/"
+
+    async def _handler(self, socket: ServerConnection) -> None:
+        conn = MasterConnection(socket, self.replies)
+        await self.connections.put(conn)
+        await conn.serve()
+
+    async def accept(self, timeout: float = DEADLINE) -> MasterConnection:
+        """The next agent connection."""
+        async with asyncio.timeout(timeout):
+            return await self.connections.get()
+
+
+@asynccontextmanager
+async def fake_master(replies: dict[str, Any] | None = None) -> AsyncIterator[FakeMaster]:
+    """Run a FakeMaster for the block."""
+    master = FakeMaster(replies)
+    async with serve(master._handler, "127.0.0.1", 0, ping_interval=None) as server:
+        master.server = server
+        yield master
