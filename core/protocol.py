@@ -146,3 +146,83 @@ def version_compatible(server: str, agent: str) -> bool:
         return [int(p) for p in agent.split(".")[:2]] == [int(p) for p in server.split(".")[:2]]
     except ValueError:
         return False
+
+
+# --- Service pods: what the master wants running on a node (reference §7.3-7.4) ----------------
+
+POD_LABEL_SERVICE_ID = "io.kontena.service.id"
+POD_LABEL_SERVICE_NAME = "io.kontena.service.name"
+POD_LABEL_INSTANCE = "io.kontena.service.instance_number"
+POD_LABEL_DEPLOY_REV = "io.kontena.container.deploy_rev"
+POD_LABEL_SERVICE_REVISION = "io.kontena.service.revision"
+POD_LABEL_STACK = "io.kontena.stack.name"
+POD_LABEL_GRID = "io.kontena.grid.name"
+
+
+class PodPort(msgspec.Struct, frozen=True):
+    """A published port."""
+
+    container_port: int
+    node_port: int
+    protocol: str = "tcp"
+    ip: str = "0.0.0.0"  # noqa: S104  (Kontena's default: publish on every address)
+
+
+class ServicePod(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One instance the agent must converge to; the reply of ``/node_service_pods/list``.
+
+    ``desired_state`` is ``running``, ``stopped`` or ``terminated``. The container is recreated
+    when ``service_revision`` or ``image_name`` changes, and (re)applied when ``deploy_rev``
+    changes; the agent reports ``rev=deploy_rev`` through ``/node_service_pods/set_state``.
+    """
+
+    id: str  # "<service_id>/<instance_number>"
+    service_id: str
+    service_name: str  # "svc" for stack-less services, "stack.svc" otherwise
+    instance_number: int
+    desired_state: str
+    deploy_rev: str
+    service_revision: int
+    image_name: str
+    grid_name: str
+    stack_name: str = "null"
+    cmd: list[str] | None = None
+    entrypoint: list[str] | None = None
+    env: list[str] = []
+    ports: list[PodPort] = []
+    labels: dict[str, str] = {}
+    memory: int | None = None
+    memory_swap: int | None = None
+    shm_size: int | None = None
+    cpus: float | None = None
+    cpu_shares: int | None = None
+    privileged: bool = False
+    cap_add: list[str] = []
+    cap_drop: list[str] = []
+    devices: list[str] = []
+    net: str = "bridge"
+    pid: str | None = None
+    user: str | None = None
+    read_only: bool = False
+    log_driver: str | None = None
+    log_opts: dict[str, str] = {}
+    stop_signal: str | None = None
+    stop_grace_period: int = 10
+    hostname: str | None = None
+    wait_for_port: int | None = None
+    image_credentials: dict[str, str] | None = None
+
+    @property
+    def container_name(self) -> str:
+        """``<service_name>-<n>``, as Kontena named containers."""
+        return f"{self.service_name}-{self.instance_number}"
+
+
+class PodState(msgspec.Struct, frozen=True, omit_defaults=True):
+    """What the agent reports for a pod (``/node_service_pods/set_state`` params[1])."""
+
+    service_id: str
+    instance_number: int
+    rev: str
+    state: str  # running, stopped, restarting, missing, terminated
+    error: str | None = None

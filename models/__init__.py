@@ -9,6 +9,7 @@ from models.logs import AuditLog, EventLog
 from models.nodes import Node, NodeStat
 from models.registries import Registry
 from models.secrets import GridSecret
+from models.services import Service, ServiceDeploy, ServiceInstance
 from models.tokens import AccessToken
 from models.users import Role, User, grid_users, user_roles
 from models.work import WorkRowMixin, WorkState
@@ -27,6 +28,9 @@ __all__ = [
     "NodeStat",
     "Registry",
     "Role",
+    "Service",
+    "ServiceDeploy",
+    "ServiceInstance",
     "TickRun",
     "User",
     "WorkRowMixin",

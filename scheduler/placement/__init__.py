@@ -1,1 +1,1 @@
-"""Pure placement: filters, strategies and the affinity grammar (arrives with deploys)."""
+"""Pure placement: filters, strategies and the affinity grammar; no database, no I/O."""
