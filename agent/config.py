@@ -33,6 +33,7 @@ class AgentConfig:
     stats_interval: float = 60.0
     ping_interval: float = 30.0
     ping_timeout: float = 10.0
+    pod_sync_interval: float = 30.0
 
     def __repr__(self) -> str:
         # Tokens never reach logs, even through a stray repr().
@@ -96,4 +97,5 @@ def load_config(env: Mapping[str, str] | None = None) -> AgentConfig:
         stats_interval=_seconds(env, "KONTENA_STATS_INTERVAL", 60.0),
         ping_interval=_seconds(env, "KONTENA_PING_INTERVAL", 30.0),
         ping_timeout=_seconds(env, "KONTENA_PING_TIMEOUT", 10.0),
+        pod_sync_interval=_seconds(env, "KONTENA_POD_SYNC_INTERVAL", 30.0),
     )

@@ -48,6 +48,9 @@ class DockerEngine:
         client = self._get()
         try:
             return getattr(client.api, fn)(*args, **kwargs)
+        except docker.errors.APIError:
+            # The daemon answered (404, 409, 500...): the connection pool is fine.
+            raise
         except Exception:
             # A broken pool (daemon restarted, socket gone) is rebuilt on the next call.
             self._reset()
@@ -68,6 +71,10 @@ class DockerEngine:
         """Count of running containers (ids only: no per-container inspect)."""
         ids = await asyncio.to_thread(self._call, "containers", quiet=True)
         return len(ids)
+
+    async def call(self, fn: str, *args: Any, **kwargs: Any) -> Any:
+        """Any ``docker.APIClient`` method, run in a worker thread (used by the pod workers)."""
+        return await asyncio.to_thread(self._call, fn, *args, **kwargs)
 
     def close(self) -> None:
         """Close the client if one was created."""

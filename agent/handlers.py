@@ -12,6 +12,7 @@ from agent.config import AgentConfig
 from agent.connection import Identity, backoff_delay
 from agent.docker_client import DockerApi
 from agent.node_info import build_node_update, detect_private_ip
+from agent.pods import ServicePodManager
 from agent.rpc import NotConnected, RpcPeer
 from agent.stats import StatsCollector
 
@@ -50,12 +51,14 @@ class NodeSession:
         config: AgentConfig,
         docker: DockerApi,
         state: NodeState,
+        pods: ServicePodManager | None = None,
     ) -> None:
         self._peer = peer
         self._identity = identity
         self._config = config
         self._docker = docker
         self._state = state
+        self._pods = pods
         self._updated = False
         self._reporter: asyncio.Task[None] | None = None
         peer.handlers.update(
@@ -65,6 +68,9 @@ class NodeSession:
                 "/agent/ping": self.ping,
             }
         )
+        if pods is not None:
+            peer.handlers["/service_pods/notify_update"] = pods.notify_update
+            peer.handlers["/service_pods/restart"] = pods.restart
 
     @property
     def updated(self) -> bool:
@@ -78,6 +84,8 @@ class NodeSession:
         log.info("master version %s", version)
         if self._reporter is None:
             self._reporter = self._start(self._report())
+        if self._pods is not None:
+            self._pods.attach(self._peer, self._identity.node_id, self._identity.node_name)
 
     async def node_info(self, info: dict[str, Any] | None = None, *_: Any) -> None:
         """What the master knows about this node (name, number, grid…)."""
@@ -98,6 +106,8 @@ class NodeSession:
 
     async def close(self) -> None:
         """Stop reporting; the connection is gone."""
+        if self._pods is not None:
+            self._pods.detach()
         if self._reporter is not None:
             self._reporter.cancel()
             await asyncio.gather(self._reporter, return_exceptions=True)

@@ -14,6 +14,8 @@ from agent.config import AgentConfig, ConfigError, load_config
 from agent.connection import EXIT_CONFIG, EXIT_CRASH, Agent
 from agent.docker_client import DockerApi, DockerEngine
 from agent.handlers import NodeSession, NodeState, identify
+from agent.pod_docker import PodDocker
+from agent.pods import ServicePodManager
 from core.protocol import PROTOCOL_VERSION
 
 log = logging.getLogger("agent")
@@ -32,6 +34,7 @@ environment:
   KONTENA_STATS_INTERVAL  seconds between node stats reports (60)
   KONTENA_PING_INTERVAL   seconds between WebSocket pings (30)
   KONTENA_PING_TIMEOUT    seconds to wait for a pong before reconnecting (10)
+  KONTENA_POD_SYNC_INTERVAL  seconds between service pod list fetches (30)
   KONTENA_LOG_LEVEL       debug, info, warning or error (info)
 
 exit status: 0 stopped by SIGTERM/SIGINT, 2 bad configuration,
@@ -57,21 +60,34 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def build_agent(config: AgentConfig, docker: DockerApi, *, backoff_base: float = 1.0) -> Agent:
-    """Wire the connection loop to the node session and the Docker Engine."""
+def build_agent(
+    config: AgentConfig,
+    docker: DockerApi,
+    *,
+    backoff_base: float = 1.0,
+    pods: ServicePodManager | None = None,
+) -> Agent:
+    """Wire the connection loop to the node session, the Docker Engine and the pod manager."""
     state = NodeState()
     return Agent(
         config,
         identify=partial(identify, config, docker),
-        session_factory=partial(NodeSession, config=config, docker=docker, state=state),
+        session_factory=partial(NodeSession, config=config, docker=docker, state=state, pods=pods),
         backoff_base=backoff_base,
     )
+
+
+def build_pod_manager(config: AgentConfig, engine: DockerEngine) -> ServicePodManager:
+    """The service pod manager on the real Engine."""
+    return ServicePodManager(PodDocker(engine), sync_interval=config.pod_sync_interval)
 
 
 async def run_agent(config: AgentConfig, docker: DockerApi | None = None) -> int:
     """Run the agent until SIGTERM/SIGINT or a fatal close code; returns the exit status."""
     engine = docker or DockerEngine(config.docker_host)
-    agent = build_agent(config, engine)
+    # Service pods need the full Engine API; a stand-in DockerApi (tests) runs without them.
+    pods = build_pod_manager(config, engine) if isinstance(engine, DockerEngine) else None
+    agent = build_agent(config, engine, pods=pods)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, agent.stop)
@@ -80,6 +96,8 @@ async def run_agent(config: AgentConfig, docker: DockerApi | None = None) -> int
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
+        if pods is not None:
+            await pods.close()
         engine.close()
 
 

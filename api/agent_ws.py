@@ -10,12 +10,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import weakref
 from datetime import datetime
 from typing import Any
 
 from litestar import WebSocket, websocket
 from litestar.exceptions import WebSocketDisconnect
 
+import core.pod_rpc  # noqa: F401  (registers the service pod methods)
 from core import protocol
 from core.node_connection import (
     check_connection,
@@ -39,6 +41,14 @@ NOTIFY_DROP_LEVEL = int(INBOX_SIZE * 0.8)
 PING_METHOD = "/agent/ping"
 # After we send a close frame, how long the peer gets to answer it before we stop reading.
 CLOSE_GRACE = 2.0
+# Handshakes (join, connected, node_info: ~5 transactions, a grid row lock) run at most this
+# many at once per process. After a master restart every agent reconnects at the same moment;
+# ungated, 1,000 joins queued on the 20 pooled DB connections, HTTP requests waited behind
+# them and checkouts past the pool timeout (30 s) failed. Waiting here holds no connection.
+JOIN_CONCURRENCY = 8
+_join_gates: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+    weakref.WeakKeyDictionary()
+)
 
 REASONS: dict[int, str] = {
     CloseCode.KEEPALIVE_TIMEOUT: "keepalive timeout",
@@ -50,6 +60,14 @@ REASONS: dict[int, str] = {
 
 def _reason(code: int) -> str:
     return REASONS.get(code, "closed")
+
+
+def _join_gate(loop: asyncio.AbstractEventLoop) -> asyncio.Semaphore:
+    """The handshake semaphore of this event loop (the embedded master's loop, a test's)."""
+    gate = _join_gates.get(loop)
+    if gate is None:
+        gate = _join_gates[loop] = asyncio.Semaphore(JOIN_CONCURRENCY)
+    return gate
 
 
 class AgentConnection:
@@ -74,7 +92,7 @@ class AgentConnection:
     # Lifecycle ---------------------------------------------------------------------------
     async def run(self) -> None:
         """Accept, authenticate, serve until the socket closes, then record the disconnect."""
-        db = self.runtime.db
+        # Taken before any wait at the gate: the clock-skew check compares it with the agent's.
         now = utcnow()
         await self.socket.accept(
             headers={
@@ -82,35 +100,51 @@ class AgentConnection:
                 protocol.HEADER_CONNECTED_AT: protocol.format_connected_at(now),
             }
         )
+        async with _join_gate(self.loop):
+            if not await self._join(now):
+                return
+            # Registered from here on: whatever happens, _end() unregisters it.
+            reader = asyncio.create_task(self._read())
+            self._reader = reader
+            helpers = [asyncio.create_task(self._process()), asyncio.create_task(self._keepalive())]
+            try:
+                await self._send_node_info()
+            except BaseException:
+                await self._end(reader, helpers)
+                raise
+        try:
+            await asyncio.wait([reader])
+        finally:
+            await self._end(reader, helpers)
+
+    async def _end(self, reader: asyncio.Task[None], helpers: list[asyncio.Task[None]]) -> None:
+        reader.cancel()
+        self.runtime.node_rpc.detach(self)
+        for task in helpers:
+            task.cancel()
+        for future in self._calls.values():
+            if not future.done():
+                future.set_exception(NodeOffline("agent disconnected"))
+        await asyncio.shield(self._record_disconnect())
+
+    async def _join(self, now: datetime) -> bool:
+        """Authenticate, say hello and register the socket; False when it was closed instead."""
+        db = self.runtime.db
         try:
             node = await join_node(db, read_handshake(self.socket.headers), now)
         except JoinRejected as exc:
             log.info("agent rejected: %s %s", exc.code, exc.reason)
             await self.close(exc.code, exc.reason)
-            return
+            return False
         self.node_pk = node.id
         await self._send(protocol.encode_notification("/agent/master_info", [{"version": VERSION}]))
         connected_at = utcnow()
         if not await mark_connected(db, node.id, self.runtime.node_rpc.holder, connected_at):
             await self.close(CloseCode.CONNECTION_CONFLICT, _reason(CloseCode.CONNECTION_CONFLICT))
-            return
+            return False
         self.connected_at = connected_at
         self.runtime.node_rpc.attach(self)
-        reader = asyncio.create_task(self._read())
-        self._reader = reader
-        helpers = [asyncio.create_task(self._process()), asyncio.create_task(self._keepalive())]
-        try:
-            await self._send_node_info()
-            await asyncio.wait([reader])
-        finally:
-            reader.cancel()
-            self.runtime.node_rpc.detach(self)
-            for task in helpers:
-                task.cancel()
-            for future in self._calls.values():
-                if not future.done():
-                    future.set_exception(NodeOffline("agent disconnected"))
-            await asyncio.shield(self._record_disconnect())
+        return True
 
     async def _send_node_info(self) -> None:
         try:
@@ -207,6 +241,8 @@ class AgentConnection:
             if node is None:
                 await self.close(CloseCode.NODE_REMOVED, _reason(CloseCode.NODE_REMOVED))
                 raise AgentError(404, "node removed")
+            # Service pod handlers resolve secrets and pull credentials with the API's vault.
+            session.info["vault"] = self.runtime.vault
             result = await handle_agent_message(session, node, method, params)
             await session.commit()
             return result

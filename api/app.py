@@ -16,6 +16,7 @@ from api.controllers.root import RootController
 from api.deps import provide_principal, provide_uow
 from api.errors import EXCEPTION_HANDLERS
 from api.middleware import add_version_header, reject_nul_characters
+from api.observability import observe_requests
 from core.runtime import VERSION, Runtime
 
 
@@ -39,6 +40,7 @@ def create_app(
         exception_handlers=EXCEPTION_HANDLERS,
         before_send=[add_version_header],
         before_request=reject_nul_characters,
+        middleware=[observe_requests],  # request ids and HTTP metrics
         request_max_body_size=runtime.settings.max_body_bytes,
         openapi_config=OpenAPIConfig(
             title="Kontena Master API",

@@ -61,12 +61,12 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _configure_logging(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+def _configure_logging(settings: Settings, command: str) -> None:
+    from core.logging_setup import configure
+
+    # JSON lines for the server roles (log shippers parse them); a console for `up` and tools.
+    default = "console" if command in ("up", "migrate", "token", "vault") else "json"
+    configure(settings.log_level, settings.log_format or default)
     # Alembic announces every plugin at INFO; migrations report their own progress.
     logging.getLogger("alembic").setLevel(logging.WARNING)
 
@@ -84,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     overrides = {k: getattr(args, k, None) for k in ("data_dir", "port", "host")}
     settings = load_settings(**overrides)
-    _configure_logging(settings)
+    _configure_logging(settings, args.command)
     try:
         return _dispatch(args, settings)
     except VaultError as exc:

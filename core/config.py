@@ -36,6 +36,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     lease_ttl: int = 15
     event_log_retention_days: int = 30
     audit_log_retention_days: int = 365
+    # A work row delivered this often without finishing is quarantined (ends `error`).
+    max_deliveries: int = 5
+    # Bearer token /metrics requires; empty = unauthenticated (the usual Prometheus scrape).
+    metrics_token: str = ""
+    # json (default) or console; `up` defaults to console.
+    log_format: str = ""
     worker_threads: int = 4
     worker_processes: int = 1
     # Agent keepalive: ping each agent this often, close 4030 without an answer in time.
@@ -44,6 +50,16 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # The liveness sweep marks connected nodes unseen this long offline (covers a dead API
     # process; a live one notices a dropped socket at once). Must exceed ping + pong time.
     node_offline_after: float = 45.0
+    # Deploys: how long one instance may take to run at the new revision, how long a whole
+    # deploy may take from its start, and how long a removed service waits for its containers.
+    deploy_instance_timeout: float = 300.0
+    deploy_deadline: float = 1800.0
+    service_remove_timeout: float = 120.0
+    # ACME (Let's Encrypt): directory URL, a CA file to trust for a private ACME server, and
+    # comma-separated host:port DNS resolvers for the master's own dns-01 TXT check.
+    acme_directory: str = "https://acme-v02.api.letsencrypt.org/directory"
+    acme_ca_bundle: str = ""
+    acme_dns_resolvers: str = ""
 
     @property
     def embedded_queue(self) -> bool:

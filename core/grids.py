@@ -18,7 +18,7 @@ from core.events import record_event
 from core.grid_names import random_grid_name
 from core.tokens import digest, new_grid_token, object_id
 from core.vault import Vault
-from models import Grid, Node, User, grid_users
+from models import Grid, Node, Service, User, grid_users
 from models.grids import DEFAULT_SUBNET, DEFAULT_SUPERNET
 
 # Ruby's \w is ASCII-only, so Kontena rejected non-ASCII letters in names.
@@ -223,6 +223,11 @@ async def update_grid(
 async def deletion_blockers(session: AsyncSession, grid: Grid) -> list[str]:
     """Reasons the grid cannot be removed ("Grid has nodes", …); node/service issues add checks."""
     blockers = []
+    # Services being removed (state "removing") still hold containers until the worker is done.
+    if (
+        await session.execute(select(Service.id).where(Service.grid_id == grid.id).limit(1))
+    ).first():
+        blockers.append("Grid has services")
     if (await session.execute(select(Node.id).where(Node.grid_id == grid.id).limit(1))).first():
         blockers.append("Grid has nodes")
     return blockers
@@ -242,6 +247,16 @@ def _user_count() -> ScalarSelect[int]:
     """A correlated count of the grid's members, so a list needs no query per grid."""
     members = grid_users.alias("members")
     return select(func.count()).where(members.c.grid_id == Grid.id).scalar_subquery()
+
+
+def _service_count() -> ScalarSelect[int]:
+    """A correlated count of the grid's services (those being removed are gone for clients)."""
+    svcs = Service.__table__.alias("grid_services")
+    return (
+        select(func.count())
+        .where(svcs.c.grid_id == Grid.id, svcs.c.state != "removing")
+        .scalar_subquery()
+    )
 
 
 def _node_count() -> ScalarSelect[int]:
@@ -270,7 +285,10 @@ async def list_grids(
     """All grids for a master_admin, the caller's own grids for everyone else, by name."""
     # Plain rows, not ORM objects: a list renders every grid and the ORM would cost 4x.
     stmt = select(
-        Grid.__table__, _user_count().label("user_count"), _node_count().label("node_count")
+        Grid.__table__,
+        _user_count().label("user_count"),
+        _node_count().label("node_count"),
+        _service_count().label("service_count"),
     ).order_by(Grid.name)
     if not principal.master_admin:
         stmt = stmt.join(grid_users, grid_users.c.grid_id == Grid.id).where(
@@ -278,7 +296,14 @@ async def list_grids(
         )
     rows = await session.execute(stmt)
     return [
-        (cast(GridFields, row), GridCounts(node_count=row.node_count, user_count=row.user_count))
+        (
+            cast(GridFields, row),
+            GridCounts(
+                node_count=row.node_count,
+                service_count=row.service_count,
+                user_count=row.user_count,
+            ),
+        )
         for row in rows
     ]
 
@@ -287,10 +312,12 @@ async def grid_counts(session: AsyncSession, grid: Grid) -> GridCounts:
     """The counts shown in one grid's JSON."""
     row = (
         await session.execute(
-            select(_user_count(), _node_count()).select_from(Grid).where(Grid.id == grid.id)
+            select(_user_count(), _node_count(), _service_count())
+            .select_from(Grid)
+            .where(Grid.id == grid.id)
         )
     ).one()
-    return GridCounts(node_count=row[1] or 0, user_count=row[0] or 0)
+    return GridCounts(node_count=row[1] or 0, service_count=row[2] or 0, user_count=row[0] or 0)
 
 
 def token_context(name: str) -> str:

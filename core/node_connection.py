@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.events import Severity, record_event
 from core.node_status import node_info
+from core.nodes import grid_peers
 from core.protocol import CloseCode
 from models import Grid, Node
 from models.db import Database
@@ -150,5 +151,6 @@ async def load_node_info(db: Database, node_pk: str) -> dict[str, Any] | None:
             return None
         grid = await session.get(Grid, node.grid_id)
         assert grid is not None
-        grid_nodes = (await session.execute(select(Node).where(Node.grid_id == grid.id))).scalars()
-        return node_info(node, grid, grid_nodes)
+        # Four columns per peer, not whole rows: every connect of a 250-node grid reads them
+        # all, and full rows (five JSON columns each) made join storms CPU-bound here.
+        return node_info(node, grid, await grid_peers(session, grid))

@@ -92,7 +92,7 @@ def lowest_free_number(taken: Iterable[int]) -> int | None:
     return next((n for n in range(1, NODE_NUMBER_MAX + 1) if n not in used), None)
 
 
-def node_info(node: Node, grid: Grid, grid_nodes: Iterable[Node]) -> dict[str, Any]:
+def node_info(node: Node, grid: Grid, grid_nodes: Iterable[PeerFields]) -> dict[str, Any]:
     """The hash ``/agent/node_info`` carries (reference §7.3)."""
     return {
         "id": node.node_id,

@@ -168,6 +168,17 @@ class PodPort(msgspec.Struct, frozen=True):
     ip: str = "0.0.0.0"  # noqa: S104  (Kontena's default: publish on every address)
 
 
+class PodVolume(msgspec.Struct, frozen=True, omit_defaults=True):
+    """A mount: ``bind_mount`` (host path), ``name`` (named volume) or neither (anonymous)."""
+
+    path: str  # the path inside the container
+    flags: str | None = None  # "ro", "rw,z"...
+    bind_mount: str | None = None
+    name: str | None = None
+    driver: str | None = None
+    driver_opts: dict[str, str] = {}
+
+
 class ServicePod(msgspec.Struct, frozen=True, omit_defaults=True):
     """One instance the agent must converge to; the reply of ``/node_service_pods/list``.
 
@@ -209,6 +220,9 @@ class ServicePod(msgspec.Struct, frozen=True, omit_defaults=True):
     stop_signal: str | None = None
     stop_grace_period: int = 10
     hostname: str | None = None
+    domainname: str | None = None
+    volumes: list[PodVolume] = []
+    volumes_from: list[str] = []  # container names (``%s`` already replaced by the master)
     wait_for_port: int | None = None
     image_credentials: dict[str, str] | None = None
 

@@ -15,7 +15,7 @@ from sqlalchemy import ColumnElement, Select, Table, select, true
 from sqlalchemy.engine import RowMapping
 
 from core import grids, nodes
-from models import ConfigEntry, Grid, GridSecret, Node, Registry
+from models import AcmeAccount, Certificate, ConfigEntry, Grid, GridSecret, Node, Registry
 
 ContextOf = Callable[[RowMapping], str]
 # Rows of any shape: each column's query picks the columns its context needs.
@@ -133,6 +133,51 @@ def _registry_password() -> VaultColumn:
     )
 
 
+def _acme_account_key() -> VaultColumn:
+    table = AcmeAccount.__table__
+    assert isinstance(table, Table)
+    return VaultColumn(
+        label="acme account keys",
+        table=table,
+        id_column="id",
+        value_column="key_encrypted",
+        query=lambda: select(
+            AcmeAccount.id.label("id"),
+            AcmeAccount.key_encrypted.label("value"),
+            AcmeAccount.grid_id.label("grid_id"),
+        ),
+        context=lambda row: acme_account_context(row["grid_id"]),
+    )
+
+
+def _certificate_key() -> VaultColumn:
+    table = Certificate.__table__
+    assert isinstance(table, Table)
+    return VaultColumn(
+        label="certificate keys",
+        table=table,
+        id_column="id",
+        value_column="key_encrypted",
+        query=lambda: select(
+            Certificate.id.label("id"),
+            Certificate.key_encrypted.label("value"),
+            Certificate.grid_id.label("grid_id"),
+            Certificate.subject.label("subject"),
+        ),
+        context=lambda row: certificate_context(row["grid_id"], row["subject"]),
+    )
+
+
+def acme_account_context(grid_id: str) -> str:
+    """The vault context binding an ACME account key to its grid."""
+    return f"acme-account:{grid_id}"
+
+
+def certificate_context(grid_id: str, subject: str) -> str:
+    """The vault context binding a certificate's private key to its grid and subject."""
+    return f"certificate:{grid_id}/{subject}"
+
+
 def secret_context(grid_name: str, name: str) -> str:
     """The vault context binding a secret value to its grid and name."""
     return f"secret:{grid_name}/{name}"
@@ -149,6 +194,8 @@ VAULT_COLUMNS: list[VaultColumn] = [
     _config_secret(),
     _grid_secret(),
     _registry_password(),
+    _acme_account_key(),
+    _certificate_key(),
 ]
 
 

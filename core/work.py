@@ -25,6 +25,9 @@ from models.work import WorkState
 # that dies keeps the row only this long before another delivery may claim it. Kinds whose
 # actors set a longer time_limit set a longer lease_seconds.
 DEFAULT_LEASE_SECONDS = 660
+# A row claimed more often than this without finishing keeps killing (or timing out) its
+# worker: the next claim quarantines it instead of running it again (KONTENA_MAX_DELIVERIES).
+DEFAULT_MAX_DELIVERIES = 5
 # Rows handled per kind by one recovery run, so a huge backlog is worked through in slices.
 RECOVERY_BATCH = 500
 
@@ -100,8 +103,14 @@ async def claim(
     lease_seconds: int = DEFAULT_LEASE_SECONDS,
     *,
     now: datetime | None = None,
+    max_deliveries: int = DEFAULT_MAX_DELIVERIES,
 ) -> Any | None:
-    """Take the row for this delivery; None when it is finished or another worker holds it."""
+    """Take the row for this delivery; None when it is finished or another worker holds it.
+
+    A row already delivered ``max_deliveries`` times without finishing ends ``error``
+    (quarantined) instead: Dramatiq redelivers the message of a worker that died, so a job that
+    kills its worker would otherwise come back forever.
+    """
     now = now or utcnow()
     stmt = (
         update(model)
@@ -115,7 +124,16 @@ async def claim(
         .returning(model)
         .execution_options(populate_existing=True, synchronize_session=False)
     )
-    return (await session.execute(stmt)).scalar_one_or_none()
+    row = (await session.execute(stmt)).scalar_one_or_none()
+    if row is not None and row.attempts > max_deliveries:
+        finish(
+            session,
+            row,
+            WorkState.ERROR,
+            f"quarantined after {row.attempts - 1} deliveries that did not finish",
+        )
+        return None
+    return row
 
 
 def finish(session: AsyncSession, row: Any, state: WorkState, reason: str | None = None) -> None:

@@ -1,5 +1,6 @@
 """SQLAlchemy models, database setup and migrations."""
 
+from models.acme import AcmeAccount, Certificate, CertificateRequest, DomainAuthorization
 from models.auth_requests import AuthorizationRequest
 from models.base import Base
 from models.config import ConfigEntry
@@ -16,10 +17,14 @@ from models.work import WorkRowMixin, WorkState
 
 __all__ = [
     "AccessToken",
+    "AcmeAccount",
     "AuditLog",
     "AuthorizationRequest",
     "Base",
+    "Certificate",
+    "CertificateRequest",
     "ConfigEntry",
+    "DomainAuthorization",
     "EventLog",
     "Grid",
     "GridSecret",

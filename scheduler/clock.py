@@ -36,6 +36,11 @@ SCHEDULE: list[Tick] = [
     Tick("maintenance.recover", "maintenance", 15),
     Tick("maintenance.retention", "maintenance", 3600),
     Tick("nodes.liveness", "nodes", 10),
+    # Certificate renewals (LE asks for at least twice a day): ARI checks and backoff retries
+    # fall due at arbitrary times, so a cheap look every 5 minutes (one indexed query).
+    Tick("certs.renew", "certs", 300),
+    # Explicit Redis broker maintenance: a dead worker's messages come back within a minute.
+    Tick("maintenance.broker", "maintenance", 60),
 ]
 
 # The clock wakes at least this often to notice slot changes.

@@ -9,6 +9,8 @@
 # which are never used or touched.
 #
 #   KONTENA_TEST_SKIP_LINT=1   skip ruff and mypy (quick local runs)
+#   KONTENA_TEST_NO_PEBBLE=1   start no Pebble (ACME tests then skip, except
+#                              under CI=true)
 #   KONTENA_TEST_NO_DOCKER=1   start no Docker daemons (docker tests then skip,
 #                              except under CI=true, where they fail)
 #   KONTENA_TEST_DOCKER_NODES=N  how many Docker daemons (default 2)
@@ -24,6 +26,12 @@
 #                              (private dockerd per node, labelled
 #                              kontena.test.node=nodeN; unset with NO_DOCKER)
 #   KONTENA_TEST_BUSYBOX_IMAGE local/busybox:latest, imported into every daemon
+#   KONTENA_TEST_ACME_DIRECTORY   https://127.0.0.1:PORT/dir (private Pebble;
+#                              unset with KONTENA_TEST_NO_PEBBLE=1)
+#   KONTENA_TEST_ACME_CA       the CA file Pebble's HTTPS certificate chains to
+#   KONTENA_TEST_PEBBLE_MANAGEMENT  https://127.0.0.1:PORT (/roots/0 ...)
+#   KONTENA_TEST_CHALLTESTSRV  http://127.0.0.1:PORT (pebble-challtestsrv API)
+#   KONTENA_TEST_DNS_RESOLVER  127.0.0.1:PORT (challtestsrv's DNS, Pebble's resolver)
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -32,6 +40,8 @@ source tests/env/lib.sh
 
 # Debian packages the environment needs. Add new services' packages here.
 KT_DEBS=(postgresql redis-server)
+# Pebble + pebble-challtestsrv (ACME tests); curl polls their readiness.
+[[ ${KONTENA_TEST_NO_PEBBLE:-0} == 1 ]] || KT_DEBS+=(pebble curl)
 command -v python3 >/dev/null || KT_DEBS+=(python3) # free_ports needs it
 if [[ ${KONTENA_TEST_NO_DOCKER:-0} != 1 ]]; then
 	# dockerd, containerd, runc, docker-init + a static busybox for the test image.
@@ -140,7 +150,10 @@ setup_services() {
 	start_postgres "$KT_ENV_DIR" "$pg_port"
 	"$KT_PG_BIN/createdb" -h 127.0.0.1 -p "$pg_port" -U postgres kontena_test
 	start_redis "$KT_ENV_DIR" "$redis_port"
-	# New services (Pebble, ...) start here and export their URLs.
+	# New services start here and export their URLs.
+	if [[ ${KONTENA_TEST_NO_PEBBLE:-0} != 1 ]]; then
+		start_pebble "$KT_ENV_DIR/pebble" || return 1
+	fi
 
 	export KONTENA_TEST_DATABASE_URL="postgresql+asyncpg://postgres@127.0.0.1:$pg_port/kontena_test"
 	export KONTENA_TEST_PG_ADMIN_URL="postgresql://postgres@127.0.0.1:$pg_port/postgres"

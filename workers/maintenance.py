@@ -11,9 +11,12 @@ import logging
 from datetime import timedelta
 
 import dramatiq
+from dramatiq.brokers.redis import RedisBroker
+from dramatiq.common import current_millis
 from sqlalchemy import delete, or_
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core.services import stalled_removals
 from core.ticks import claim_tick
 from core.work import Resend, mark_resent, recover, registered
 from models import AccessToken, AuditLog, AuthorizationRequest, EventLog, TickRun
@@ -55,6 +58,16 @@ async def recover_lost_work(slot: int, epoch: int) -> None:
                 break
             sent.append(item)
         await mark_resent(session, sent, now)
+        # Service removals have no work row; a service stuck `removing` stands for a lost job.
+        stalled = now - timedelta(seconds=settings.service_remove_timeout + settings.recovery_after)
+        removals = await stalled_removals(session, stalled)
+        try:
+            for job in removals:
+                await asyncio.to_thread(sender.send, job)
+        except Exception:
+            log.warning("re-sending service removals failed", exc_info=True)
+            await session.rollback()
+            return
         await session.commit()
     if lost:
         log.info("recovery re-sent %d of %d lost jobs", len(sent), len(lost))
@@ -107,3 +120,45 @@ async def delete_expired(session: AsyncSession) -> dict[str, int]:
         result = await session.execute(stmt.execution_options(synchronize_session=False))
         counts[what] = int(getattr(result, "rowcount", 0) or 0)
     return counts
+
+
+BROKER_MAINTENANCE = "maintenance.broker"
+
+
+def run_broker_maintenance(broker: dramatiq.Broker) -> int:
+    """Run RedisBroker maintenance on every queue now; returns how many queues it covered.
+
+    Dramatiq (2.2.1) only runs maintenance — requeueing the unacked messages of workers whose
+    heartbeat stopped, expiring old dead letters — inside its dispatch script, on a random
+    ``maintenance_chance`` of commands, and exposes no method for it. We call the same script
+    with its do_maintenance flag set and a zero-message ``fetch``, so recovery of a dead
+    worker's messages is bounded by this tick's period instead of by chance.
+    """
+    if not isinstance(broker, RedisBroker):
+        return 0  # the in-process broker has no workers that can die apart from it
+    dispatch = broker.scripts["dispatch"]
+    queues = sorted(broker.get_declared_queues() | broker.delay_queues)
+    for queue in queues:
+        dispatch(
+            args=[
+                "fetch",
+                current_millis(),
+                queue,
+                broker.broker_id,
+                broker.heartbeat_timeout,
+                broker.dead_message_ttl,
+                1,  # do_maintenance
+                broker._max_unpack_size(),
+                0,  # fetch no message
+            ],
+            keys=[broker.namespace],
+        )
+    return len(queues)
+
+
+@dramatiq.actor(
+    actor_name=BROKER_MAINTENANCE, queue_name="maintenance", max_retries=0, max_age=60_000
+)
+def broker_maintenance(slot: int, epoch: int) -> None:
+    """Requeue messages held by dead workers (every slot; running it twice is harmless)."""
+    run_broker_maintenance(dramatiq.get_broker())

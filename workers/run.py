@@ -86,10 +86,10 @@ def _serve(settings: Settings, queues: list[str], threads: int) -> int:
 
 
 def _child(settings: Settings, queues: list[str], threads: int) -> None:
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(processName)s %(name)s: %(message)s",
-    )
+    from core.logging_setup import configure
+
+    # A spawned child starts with bare logging: same format as its supervisor.
+    configure(settings.log_level, settings.log_format or "json")
     raise SystemExit(_serve(settings, queues, threads))
 
 

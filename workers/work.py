@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core.logging_setup import work_row
 from core.work import WorkKind, claim, finish, get_kind
 from models.work import WorkState
 from workers import context
@@ -25,8 +26,19 @@ async def perform(kind: WorkKind | str, row_id: Any, handler: Handler) -> bool:
     The handler may commit progress as it goes; resuming from that progress is its job.
     """
     kind = get_kind(kind) if isinstance(kind, str) else kind
+    with work_row(kind.name, row_id):
+        return await _perform(kind, row_id, handler)
+
+
+async def _perform(kind: WorkKind, row_id: Any, handler: Handler) -> bool:
     async with context.database().session() as session:
-        row = await claim(session, kind.model, row_id, kind.lease_seconds)
+        row = await claim(
+            session,
+            kind.model,
+            row_id,
+            kind.lease_seconds,
+            max_deliveries=context.settings().max_deliveries,
+        )
         await session.commit()
         if row is None:
             # Finished already, or another delivery of the same job is on it.

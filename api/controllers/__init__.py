@@ -19,6 +19,10 @@ MODULES = (
     "api.controllers.secrets",
     "api.controllers.registries",
     "api.controllers.nodes",
+    "api.controllers.services",
+    "api.controllers.queues",
+    "api.controllers.metrics",
+    "api.controllers.certificates",
 )
 
 

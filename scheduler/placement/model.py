@@ -18,6 +18,10 @@ class NodeView:
     mem_total: int | None = None
     mem_free: int | None = None  # total - (used - cached - buffers) from the latest stats
     volume_drivers: tuple[str, ...] = ("local",)
+    # Named volume instances on the node ("stack.svc.vol-1"), for the soft volume-instance filter.
+    volume_instances: tuple[str, ...] = ()
+    # Container names on the node that no instance below accounts for (affinity `container`).
+    containers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,7 @@ class ServiceView:
     cpus: float | None = None
     memory: int | None = None  # memory or memory_swap, bytes
     volume_drivers: tuple[str, ...] = ()
+    instance_volumes: tuple[str, ...] = ()  # names of the `instance`-scoped named volumes
     volumes_from: tuple[str, ...] = ()  # may contain %s = instance number
     net: str = "bridge"
 
@@ -64,7 +69,8 @@ class Plan:
 
     placements: list[Placement] = field(default_factory=list)
     error: str | None = None
-    # How many nodes each filter rejected, by filter name (for the error and for debugging).
+    # How many nodes each filter rejected, by filter name: summed over the instances when the
+    # plan succeeds, the failing instance's counts alone when it does not.
     rejected: dict[str, int] = field(default_factory=dict)
 
     @property

@@ -48,9 +48,10 @@ class MasterConnection:
                 assert isinstance(data, bytes), "the agent must send binary frames"
                 frame = decode_frame(data)
                 if isinstance(frame, Request) and frame.method in self.replies:
-                    await self.socket.send(
-                        encode_response(frame.id, None, self.replies[frame.method])
-                    )
+                    reply = self.replies[frame.method]
+                    # A callable reply computes the result from the request's params.
+                    result = reply(frame.params) if callable(reply) else reply
+                    await self.socket.send(encode_response(frame.id, None, result))
                 await self.frames.put(frame)
         except ConnectionClosed:
             pass
@@ -126,3 +127,44 @@ async def fake_master(replies: dict[str, Any] | None = None) -> AsyncIterator[Fa
     async with serve(master._handler, "127.0.0.1", 0, ping_interval=None) as server:
         master.server = server
         yield master
+
+
+class PodBook:
+    """The master's side of service pods: the list it serves and the states the agent reports.
+
+    Use ``fake_master(book.replies())``; change ``book.pods`` and nudge the agent with
+    ``/service_pods/notify_update``.
+    """
+
+    def __init__(self) -> None:
+        self.pods: list[dict[str, Any]] = []
+        self.states: list[dict[str, Any]] = []
+        self.list_calls = 0
+        self._changed = asyncio.Event()
+
+    def replies(self) -> dict[str, Any]:
+        """Auto-answers for /nodes/update, /node_service_pods/list and .../set_state."""
+        return {
+            "/nodes/update": {},
+            "/node_service_pods/list": self._list,
+            "/node_service_pods/set_state": self._set_state,
+        }
+
+    def _list(self, params: list[Any]) -> dict[str, Any]:
+        self.list_calls += 1
+        return {"service_pods": list(self.pods)}
+
+    def _set_state(self, params: list[Any]) -> dict[str, Any]:
+        self.states.append(params[1])
+        self._changed.set()
+        return {}
+
+    async def wait_state(self, timeout: float = DEADLINE, **expected: Any) -> dict[str, Any]:
+        """The first reported state whose items include ``expected`` (waits for it)."""
+        async with asyncio.timeout(timeout):
+            while True:
+                for state in self.states:
+                    if all(state.get(k) == v for k, v in expected.items()):
+                        return state
+                self._changed.clear()
+                await self._changed.wait()

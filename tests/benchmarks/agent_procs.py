@@ -70,6 +70,11 @@ class ApiProcess:
         return self.proc.pid
 
     @property
+    def http_url(self) -> str:
+        """The API's base URL."""
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
     def ws_url(self) -> str:
         """Where agents connect."""
         return f"ws://127.0.0.1:{self.port}/"

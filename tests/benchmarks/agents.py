@@ -23,6 +23,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import httpx
 from sqlalchemy import delete, select
 
 from core.node_rpc import NodeRef, NodeRpcError
@@ -84,6 +85,7 @@ class Round:
         return [self.sequential, self.concurrent, self.by_id]
 
     reconnects: int = 0
+    pings: list[float] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
 
@@ -138,15 +140,28 @@ async def online_nodes(db: Database, grid_ids: list[str]) -> list[str]:
         return list(rows.scalars())
 
 
-async def wait_online(db: Database, grid_ids: list[str], n: int, deadline: float) -> int:
-    """Poll until ``n`` nodes are online or the deadline passes; returns how many are."""
-    online = 0
-    while time.monotonic() < deadline:
-        online = len(await online_nodes(db, grid_ids))
-        if online >= n:
-            return online
-        await asyncio.sleep(0.2)
-    return online
+async def wait_online(
+    db: Database, grid_ids: list[str], n: int, deadline: float, api_url: str
+) -> tuple[int, list[float]]:
+    """Poll until ``n`` nodes are online or the deadline passes: (online, /v1/ping ms list).
+
+    Each poll also times ``GET /v1/ping`` (one DB round trip): does the API still answer
+    HTTP while the agents join?
+    """
+    online, pings = 0, []
+    async with httpx.AsyncClient(base_url=api_url, timeout=60) as http:
+        while time.monotonic() < deadline:
+            start = time.perf_counter()
+            try:
+                ok = (await http.get("/v1/ping")).is_success
+            except httpx.HTTPError:
+                ok = False
+            pings.append((time.perf_counter() - start) * 1000 if ok else math.inf)
+            online = len(await online_nodes(db, grid_ids))
+            if online >= n:
+                break
+            await asyncio.sleep(0.2)
+    return online, pings
 
 
 async def node_rows(db: Database, ids: list[str]) -> list[Node]:
@@ -201,13 +216,16 @@ async def measure(args: argparse.Namespace, n: int, db_url: str, redis_url: str)
             result.rss_idle = rss_mb(api.pid)["VmRSS"]
             with Swarm(api.ws_url, run, grids, n, procs, args) as swarm:
                 started = time.monotonic()
-                result.online = await wait_online(db, grid_ids, n, started + args.join_timeout)
+                result.online, result.pings = await wait_online(
+                    db, grid_ids, n, started + args.join_timeout, api.http_url
+                )
                 if result.online < n:
                     result.notes.append(f"only {result.online}/{n} online after the deadline")
                 else:
                     result.join_s = time.monotonic() - started
                 await asyncio.sleep(args.settle)
                 result.rss_online = rss_mb(api.pid)["VmRSS"]
+                result.notes.append(f"host load average (1 min) before the RPCs: {load1():.2f}")
                 nodes = await online_nodes(db, grid_ids)
                 if nodes:
                     await rpc.start()
@@ -234,6 +252,11 @@ async def measure(args: argparse.Namespace, n: int, db_url: str, redis_url: str)
     return result
 
 
+def load1() -> float:
+    """The host's 1-minute load average (other work on the host skews latencies)."""
+    return os.getloadavg()[0]
+
+
 def _ms(value: float) -> str:
     return "n/a" if math.isnan(value) else f"{value:.1f}"
 
@@ -249,15 +272,16 @@ def print_table(rounds: list[Round], args: argparse.Namespace) -> None:
         f"random online nodes (Redis pub/sub to the API, WebSocket to the agent and back), "
         f"{args.rpcs} calls each: sequential and {args.concurrency} in flight given the node "
         f"row; then {args.concurrency} in flight given the node id, which adds the caller's "
-        f"own DB lookup of the holder (caller CPU, not the API's).\n"
+        f"own DB lookup of the holder (caller CPU, not the API's). The host has "
+        f"{os.cpu_count()} CPUs shared by every process here (and anything else running).\n"
     )
     print(
         "| N | grids | agent procs | join all N (s) | API RSS idle → N online (MB) "
         "| after RPC / peak (MB) | RPC seq p50 / p99 (ms) | RPC x"
         f"{args.concurrency} p50 / p99 (ms) | RPC x{args.concurrency} by id p50 / p99 (ms) "
-        "| RPC errors | agent reconnects |"
+        "| RPC errors | agent reconnects | GET /v1/ping during join max (ms) |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rounds:
         errors = sum((m.errors for m in r.rpc_modes), Counter[str]())
         print(
@@ -267,7 +291,7 @@ def print_table(rounds: list[Round], args: argparse.Namespace) -> None:
             f"{_ms(r.concurrent.percentile(50))} / {_ms(r.concurrent.percentile(99))} | "
             f"{_ms(r.by_id.percentile(50))} / {_ms(r.by_id.percentile(99))} | "
             f"{sum(errors.values())}{' ' + str(dict(errors)) if errors else ''} | "
-            f"{r.reconnects} |"
+            f"{r.reconnects} | {_ms(max(r.pings, default=math.nan))} |"
         )
     print(f"\nTargets: 1,000 agents in < {RSS_TARGET_MB:.0f} MB RSS, p99 < {P99_TARGET_MS:.0f} ms")
     for r in rounds:

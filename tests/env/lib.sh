@@ -677,3 +677,104 @@ import_busybox() {
 	tar=$(kt_busybox_tarball) || return 1
 	_kt_docker "$root" import -c 'CMD ["/bin/sh"]' -c 'ENV PATH=/bin' "$tar" "$image" >/dev/null
 }
+
+# ---------------------------------------------------------------- Pebble (ACME)
+
+# start_pebble DIR: Pebble (Let's Encrypt's test CA) plus pebble-challtestsrv as
+# its DNS server, on free loopback ports. Debian's pebble ships no certificates:
+# a CA and a `localhost` server certificate are generated into DIR first.
+# Pebble's default nonce rejection (5 %) stays on; the random validation sleep
+# is switched off and valid authorizations are always reused (as LE does). Exports the KONTENA_TEST_ACME_* / PEBBLE / CHALLTESTSRV
+# / DNS_RESOLVER variables.
+start_pebble() {
+	local dir=$1 acme_port mgmt_port http_port tls_port dns_port cts_port
+	mkdir -p "$dir" || return 1
+	{ read -r acme_port && read -r mgmt_port && read -r http_port && read -r tls_port &&
+		read -r dns_port && read -r cts_port; } < <(free_ports 6)
+	_kt_pebble_certs "$dir" || { _kt_log "generating Pebble's certificates failed"; return 1; }
+	cat >"$dir/pebble.json" <<JSON
+{"pebble": {"listenAddress": "127.0.0.1:$acme_port",
+  "managementListenAddress": "127.0.0.1:$mgmt_port",
+  "certificate": "$dir/server.pem", "privateKey": "$dir/server.key",
+  "httpPort": $http_port, "tlsPort": $tls_port, "ocspResponderURL": "",
+  "externalAccountBindingRequired": false}}
+JSON
+	kt_on_stop _kt_kill_pidfile "$dir/challtestsrv.pid" pebble-challtes
+	_kt_detached pebble-challtestsrv -http01 "" -https01 "" -tlsalpn01 "" -defaultIPv6 "" \
+		-defaultIPv4 127.0.0.1 -dns01 "127.0.0.1:$dns_port" \
+		-management "127.0.0.1:$cts_port" >"$dir/challtestsrv.log" 2>&1 &
+	echo $! >"$dir/challtestsrv.pid"
+	kt_on_stop _kt_kill_pidfile "$dir/pebble.pid" pebble
+	# AUTHZREUSE=100: reuse valid authorizations as Let's Encrypt does (Pebble: 50 %).
+	PEBBLE_VA_NOSLEEP=1 PEBBLE_AUTHZREUSE=100 _kt_detached pebble -config "$dir/pebble.json" \
+		-dnsserver "127.0.0.1:$dns_port" >"$dir/pebble.log" 2>&1 &
+	echo $! >"$dir/pebble.pid"
+	if ! _kt_wait_until 30 "pebble-challtestsrv on 127.0.0.1:$cts_port" \
+		_kt_http_ready "$dir/challtestsrv.pid" -X POST -d '{"ip":"127.0.0.1"}' \
+		"http://127.0.0.1:$cts_port/set-default-ipv4"; then
+		cat "$dir/challtestsrv.log" >&2 2>/dev/null
+		return 1
+	fi
+	if ! _kt_wait_until 30 "Pebble on 127.0.0.1:$acme_port" \
+		_kt_http_ready "$dir/pebble.pid" --cacert "$dir/ca.pem" "https://127.0.0.1:$acme_port/dir"; then
+		cat "$dir/pebble.log" >&2 2>/dev/null
+		return 1
+	fi
+	export KONTENA_TEST_ACME_DIRECTORY="https://127.0.0.1:$acme_port/dir"
+	export KONTENA_TEST_ACME_CA="$dir/ca.pem"
+	export KONTENA_TEST_PEBBLE_MANAGEMENT="https://127.0.0.1:$mgmt_port"
+	export KONTENA_TEST_CHALLTESTSRV="http://127.0.0.1:$cts_port"
+	export KONTENA_TEST_DNS_RESOLVER="127.0.0.1:$dns_port"
+	export KONTENA_TEST_ACME_HTTP_PORT=$http_port
+}
+# _kt_http_ready PIDFILE CURL_ARGS...: 2 once the daemon died, else curl's result.
+_kt_http_ready() {
+	local pid
+	pid=$(head -n1 "$1" 2>/dev/null)
+	shift
+	[[ -n $pid ]] && ! _kt_pid_gone "$pid" || return 2
+	curl -sSf -o /dev/null --max-time 2 "$@"
+}
+# _kt_pebble_certs DIR: ca.pem, server.pem (CN/SAN localhost + 127.0.0.1), server.key.
+_kt_pebble_certs() {
+	local py=python3
+	[[ -x /usr/bin/python3 ]] && py=/usr/bin/python3
+	# uv's project python has cryptography even when the system python does not.
+	"$py" -c 'import cryptography' 2>/dev/null || py=(uv run --frozen python)
+	"${py[@]}" - "$1" <<'PY'
+import datetime, ipaddress, sys
+from pathlib import Path
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+out = Path(sys.argv[1])
+now = datetime.datetime.now(datetime.timezone.utc)
+def name(cn):
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+ca_key = ec.generate_private_key(ec.SECP256R1())
+ca = (x509.CertificateBuilder().subject_name(name("kontena test pebble CA"))
+      .issuer_name(name("kontena test pebble CA")).public_key(ca_key.public_key())
+      .serial_number(x509.random_serial_number())
+      .not_valid_before(now - datetime.timedelta(hours=1))
+      .not_valid_after(now + datetime.timedelta(days=7))
+      .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+      .sign(ca_key, hashes.SHA256()))
+key = ec.generate_private_key(ec.SECP256R1())
+cert = (x509.CertificateBuilder().subject_name(name("localhost")).issuer_name(ca.subject)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=7))
+        .add_extension(x509.SubjectAlternativeName([
+            x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256()))
+pem = serialization.Encoding.PEM
+(out / "ca.pem").write_bytes(ca.public_bytes(pem))
+(out / "server.pem").write_bytes(cert.public_bytes(pem))
+(out / "server.key").write_bytes(key.private_bytes(
+    pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+PY
+}

@@ -1,0 +1,344 @@
+"""The ACME work itself (run by workers): register, authorize, issue, renew.
+
+Every blocking ACME or DNS call goes through ``asyncio.to_thread``. ACME failures end the work
+row in ``error`` with a reason (no Dramatiq retry: the CA's answer would not change); renewals
+record ``last_error`` and back off 1 min, 10 min, 100 min, then daily, or as Retry-After says.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from cryptography import x509
+from sqlalchemy import or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core import acme_dns, config_store, secrets
+from core.acme import (
+    AUTHORIZE,
+    CA_BUNDLE_KEY,
+    DNS_RESOLVERS_KEY,
+    ISSUE,
+    REGISTER,
+    legacy_secret_names,
+)
+from core.acme_client import AcmeClient, AcmeError, RateLimited, new_private_key_pem
+from core.config import Settings
+from core.events import Severity, record_event
+from core.vault import Vault
+from core.vault_columns import acme_account_context, certificate_context
+from core.work import WorkKind, claim, finish
+from models import AcmeAccount, Certificate, CertificateRequest, DomainAuthorization, Grid
+from models.base import utcnow
+from models.db import Database
+from models.work import WorkState
+
+VALIDATION_TIMEOUT = 30.0
+BACKOFF = (timedelta(minutes=1), timedelta(minutes=10), timedelta(minutes=100))
+DAILY = timedelta(days=1)
+RENEW_BATCH = 50
+
+
+@dataclass
+class AcmeEnv:
+    """What the ACME steps need: database, vault, settings and a clock (tests inject one)."""
+
+    db: Database
+    vault: Vault
+    settings: Settings
+    clock: Any = field(default=utcnow)
+
+
+async def _perform(env: AcmeEnv, kind: WorkKind, row_id: str, step: Any) -> bool:
+    async with env.db.session() as session:
+        row = await claim(session, kind.model, row_id, kind.lease_seconds)
+        await session.commit()
+        if row is None:
+            return False
+        try:
+            await step(env, session, row)
+        except (AcmeError, acme_dns.DnsCheckError) as error:
+            finish(session, row, WorkState.ERROR, str(error))
+        if not WorkState(row.state).terminal:
+            finish(session, row, WorkState.SUCCESS)
+        await session.commit()
+        return True
+
+
+async def _setting(env: AcmeEnv, session: AsyncSession, key: str, default: str) -> str:
+    # A global config key (set through /v1/config) wins over the environment.
+    value = await config_store.get_value(session, env.vault, key)
+    return str(value) if value else default
+
+
+async def _client(env: AcmeEnv, session: AsyncSession, account: AcmeAccount) -> AcmeClient:
+    """A client for the grid's account, registering it first when it is not yet."""
+    bundle = await _setting(env, session, CA_BUNDLE_KEY, env.settings.acme_ca_bundle)
+    key = env.vault.decrypt(account.key_encrypted, context=acme_account_context(account.grid_id))
+    client = await asyncio.to_thread(
+        AcmeClient, account.directory, key, bundle, account.account_url
+    )
+    if not account.account_url:
+        account.account_url = await asyncio.to_thread(client.register, account.email)
+    return client
+
+
+async def _account(session: AsyncSession, grid_id: str) -> AcmeAccount:
+    stmt = select(AcmeAccount).where(AcmeAccount.grid_id == grid_id)
+    account = (await session.execute(stmt)).scalar_one_or_none()
+    if account is None:
+        raise AcmeError("Let's Encrypt registration missing")
+    return account
+
+
+async def _register_step(env: AcmeEnv, session: AsyncSession, account: AcmeAccount) -> None:
+    account.account_url = None  # register (or find) again: the email may have changed
+    await _client(env, session, account)
+    record_event(session, account.grid_id, "acme:register", f"ACME account for {account.email}")
+
+
+async def _authorize_step(env: AcmeEnv, session: AsyncSession, row: DomainAuthorization) -> None:
+    client = await _client(env, session, await _account(session, row.grid_id))
+    if row.authorization_type != "dns-01":
+        # http-01 needs the forced deploy of the linked service, not built yet.
+        raise AcmeError(f"{row.authorization_type} challenge delivery is not implemented yet")
+    chall = await asyncio.to_thread(client.dns_challenge, row.domain)
+    row.authz_url = chall.authz_url
+    row.expires_at = chall.expires_at
+    row.authz_state = "created"
+    row.challenge = {"type": "dns-01", "token": chall.token, "uri": chall.challenge_url}
+    row.challenge_opts = {
+        "record_name": chall.record_name,
+        "record_type": "TXT",
+        "record_content": chall.record_content,
+    }
+
+
+async def _verify_domain(
+    env: AcmeEnv, session: AsyncSession, client: AcmeClient, authz: DomainAuthorization
+) -> None:
+    """The master's own TXT check, then the CA's validation of the domain."""
+    if authz.authz_url is None:
+        raise AcmeError(f"Domain authorization for {authz.domain} has no challenge yet")
+    # As the original, on every request (renewals too): the record must still be there.
+    opts = authz.challenge_opts or {}
+    resolvers = await _setting(env, session, DNS_RESOLVERS_KEY, env.settings.acme_dns_resolvers)
+    values = await asyncio.to_thread(acme_dns.txt_values, str(opts.get("record_name")), resolvers)
+    if opts.get("record_content") not in values:
+        raise AcmeError(f"Expected DNS record not present for domain {authz.domain}")
+    if authz.authz_state == "validated":
+        return
+    authz.authz_state = "requested"
+    await session.commit()
+    deadline = time.monotonic() + VALIDATION_TIMEOUT
+    status, detail = await asyncio.to_thread(client.validate, authz.authz_url, deadline)
+    if status == "valid":
+        authz.authz_state = "validated"
+        return
+    authz.authz_state = "error"
+    await session.commit()
+    raise AcmeError(f"Challenge verification failed for {authz.domain}: {detail or status}")
+
+
+async def _issue(env: AcmeEnv, session: AsyncSession, req: CertificateRequest) -> Certificate:
+    """Verify every domain and issue; stores the certificate and the legacy secrets."""
+    client = await _client(env, session, await _account(session, req.grid_id))
+    stmt = select(DomainAuthorization).where(
+        DomainAuthorization.grid_id == req.grid_id, DomainAuthorization.domain.in_(req.domains)
+    )
+    authzs = {a.domain: a for a in (await session.execute(stmt)).scalars()}
+    for domain in req.domains:
+        authz = authzs.get(domain)
+        if authz is None:
+            raise AcmeError(f"Domain authorization not found for domain {domain}")
+        if authz.authorization_type == "http-01" and authz.linked_service_id is None:
+            # Kontena #2881: say so instead of failing obscurely.
+            raise AcmeError(f"The linked service of domain {domain} was removed")
+        if authz.authorization_type == "dns-01":
+            await _verify_domain(env, session, client, authz)
+    key_pem = new_private_key_pem()
+    fullchain = await asyncio.to_thread(client.issue, list(req.domains), key_pem)
+    return await _store(env, session, req, key_pem, fullchain)
+
+
+def _split_chain(fullchain: str) -> tuple[str, str]:
+    marker = "-----END CERTIFICATE-----"
+    cert, _, rest = fullchain.partition(marker)
+    return cert + marker + "\n", rest.lstrip()
+
+
+def renewal_at(cert_pem: str) -> datetime:
+    """The backstop renewal time: 1/3 of the lifetime left (1/2 under 10 days)."""
+    cert = x509.load_pem_x509_certificate(cert_pem.encode())
+    start, end = cert.not_valid_before_utc, cert.not_valid_after_utc
+    lifetime = end - start
+    return end - (lifetime / 2 if lifetime < timedelta(days=10) else lifetime / 3)
+
+
+async def _store(
+    env: AcmeEnv, session: AsyncSession, req: CertificateRequest, key_pem: str, fullchain: str
+) -> Certificate:
+    cert_pem, chain_pem = _split_chain(fullchain)
+    parsed = x509.load_pem_x509_certificate(cert_pem.encode())
+    subject, alt_names = req.domains[0], list(req.domains[1:])
+    stmt = select(Certificate).where(
+        Certificate.grid_id == req.grid_id, Certificate.subject == subject
+    )
+    cert = (await session.execute(stmt)).scalar_one_or_none()
+    now = env.clock()
+    if cert is None:
+        cert = Certificate(grid_id=req.grid_id, subject=subject)
+        session.add(cert)
+    else:
+        cert.last_renewed_at = now
+    cert.alt_names = alt_names
+    cert.valid_until = parsed.not_valid_after_utc
+    cert.cert_pem, cert.chain_pem = cert_pem, chain_pem
+    cert.key_encrypted = env.vault.encrypt(
+        key_pem, context=certificate_context(req.grid_id, subject)
+    )
+    cert.secret_name = req.secret_name or cert.secret_name
+    cert.cert_type = req.cert_type
+    cert.next_renewal_at = renewal_at(cert_pem)
+    cert.next_check_at = None
+    cert.last_error, cert.attempts = None, 0
+    await session.flush()
+    req.certificate_id = cert.id
+    if cert.secret_name:
+        await _write_secrets(env, session, cert, key_pem)
+    return cert
+
+
+async def _write_secrets(
+    env: AcmeEnv, session: AsyncSession, cert: Certificate, key_pem: str
+) -> None:
+    grid = await session.get(Grid, cert.grid_id)
+    assert grid is not None and cert.secret_name
+    pem = {
+        "cert": cert.cert_pem,
+        "chain": cert.chain_pem,
+        "fullchain": cert.cert_pem + cert.chain_pem,
+    }[cert.cert_type]
+    key_name, cert_name, bundle_name = legacy_secret_names(cert.secret_name)
+    for name, value in ((key_name, key_pem), (cert_name, pem), (bundle_name, pem + key_pem)):
+        existing = await secrets.find_secret(session, grid, name)
+        if existing is None:
+            await secrets.create_secret(
+                session, env.vault, grid, secrets.SecretCreate(name=name, value=value)
+            )
+        else:
+            await secrets.update_secret(
+                session, env.vault, grid, existing, secrets.SecretUpdate(value=value)
+            )
+
+
+async def _issue_step(env: AcmeEnv, session: AsyncSession, req: CertificateRequest) -> None:
+    try:
+        cert = await _issue(env, session, req)
+    except (AcmeError, acme_dns.DnsCheckError) as error:
+        record_event(
+            session,
+            req.grid_id,
+            "acme:certificate",
+            f"certificate for {req.domains[0]} failed: {error}",
+            severity=Severity.ERROR,
+        )
+        raise
+    record_event(session, req.grid_id, "acme:certificate", f"certificate for {cert.subject} issued")
+
+
+async def run_register(env: AcmeEnv, account_id: str) -> bool:
+    """Register (or re-register) an account row."""
+    return await _perform(env, REGISTER, account_id, _register_step)
+
+
+async def run_authorize(env: AcmeEnv, authz_id: str) -> bool:
+    """Ask the CA for the authorization's challenge."""
+    return await _perform(env, AUTHORIZE, authz_id, _authorize_step)
+
+
+async def run_issue(env: AcmeEnv, request_id: str) -> bool:
+    """Verify and issue a certificate request."""
+    return await _perform(env, ISSUE, request_id, _issue_step)
+
+
+def backoff(attempts: int) -> timedelta:
+    """Delay after the ``attempts``-th consecutive failure: 1 min, 10 min, 100 min, daily."""
+    return BACKOFF[attempts - 1] if 1 <= attempts <= len(BACKOFF) else DAILY
+
+
+async def renew_due(env: AcmeEnv) -> list[str]:
+    """Renew every certificate whose time has come; returns the subjects renewed."""
+    now = env.clock()
+    async with env.db.session() as session:
+        stmt = (
+            select(Certificate.id)
+            .where(
+                or_(Certificate.next_renewal_at <= now, Certificate.next_check_at <= now),
+            )
+            .order_by(Certificate.next_renewal_at)
+            .limit(RENEW_BATCH)
+        )
+        ids = list((await session.execute(stmt)).scalars())
+    renewed: list[str] = []
+    for cert_id in ids:
+        async with env.db.session() as session:
+            cert = await session.get(Certificate, cert_id)
+            if cert is not None and await _renew_one(env, session, cert, now):
+                renewed.append(cert.subject)
+            await session.commit()
+    return renewed
+
+
+async def _renew_one(env: AcmeEnv, session: AsyncSession, cert: Certificate, now: datetime) -> bool:
+    subject, cert_id = cert.subject, cert.id
+    req = CertificateRequest(
+        grid_id=cert.grid_id,
+        domains=[subject, *cert.alt_names],
+        secret_name=cert.secret_name,
+        cert_type=cert.cert_type,
+        certificate_id=cert.id,
+        state=WorkState.ONGOING.value,
+        started_at=now,
+    )
+    try:
+        account = await _account(session, cert.grid_id)
+        client = await _client(env, session, account)
+        if cert.next_renewal_at is None or cert.next_renewal_at > now:
+            # Only the ARI check is due: ask the CA whether to renew early.
+            when, next_check = await asyncio.to_thread(client.renewal_time, cert.cert_pem)
+            cert.next_check_at = next_check
+            if when is None or when > now:
+                if when is not None:
+                    cert.next_renewal_at = when
+                return False
+        await _issue(env, session, req)
+        session.add(req)
+    except (AcmeError, acme_dns.DnsCheckError) as error:
+        await session.rollback()
+        reloaded = await session.get(Certificate, cert_id)
+        if reloaded is None:  # removed meanwhile
+            return False
+        cert = reloaded
+        cert.attempts += 1
+        retry_at = now + backoff(cert.attempts)
+        if isinstance(error, RateLimited) and error.retry_after and error.retry_after > retry_at:
+            retry_at = error.retry_after
+        cert.last_error = str(error)
+        cert.next_renewal_at = retry_at
+        record_event(
+            session,
+            cert.grid_id,
+            "acme:renew",
+            f"renewal of certificate {subject} failed (attempt {cert.attempts}, next try "
+            f"{retry_at.isoformat()}): {error}",
+            severity=Severity.ERROR,
+        )
+        return False
+    finish(session, req, WorkState.SUCCESS)
+    record_event(session, cert.grid_id, "acme:renew", f"certificate {subject} renewed")
+    return True
