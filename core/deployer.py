@@ -29,7 +29,7 @@ from core.pods import PodError, build_pod, load_pod_inputs, pod_service_name
 from core.secrets import MissingSecretError
 from core.services import service_path
 from core.vault import Vault
-from core.work import claim
+from core.work import DEFAULT_MAX_DELIVERIES, claim
 from models import Grid, Node, Service, ServiceDeploy, ServiceInstance
 from models.base import utcnow
 from models.db import Database
@@ -70,6 +70,7 @@ class DeployEnv:
     deadline: float = 1800.0
     poll_interval: float = 0.25
     nudge_timeout: float = 5.0
+    max_deliveries: int = DEFAULT_MAX_DELIVERIES
 
 
 class DeployFailed(Exception):
@@ -95,7 +96,9 @@ async def run_deploy(env: DeployEnv, deploy_id: str) -> Gate:
     if decision is not Gate.RUN:
         return decision
     async with env.db.session() as session:
-        row = await claim(session, ServiceDeploy, deploy_id, LEASE_SECONDS)
+        row = await claim(
+            session, ServiceDeploy, deploy_id, LEASE_SECONDS, max_deliveries=env.max_deliveries
+        )
         await session.commit()
     if row is None:
         log.info("deploy %s: finished or held by another worker", deploy_id)

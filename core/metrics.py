@@ -17,6 +17,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.queues import QueuesReport
 from core.work import registered
+from models.acme import Certificate
+from models.base import utcnow
 from models.grids import Grid
 from models.nodes import Node
 from models.services import ServiceDeploy
@@ -159,7 +161,19 @@ async def database_families(session: AsyncSession) -> list[Family]:
             select(kind.model.state, func.count()).group_by(kind.model.state)
         ):
             work.add(count, kind=kind.name, state=state)
-    return [deploys, durations, nodes, work]
+    expiry = Family(
+        "kontena_certificate_expiry_days", "gauge", "Days until each certificate expires."
+    )
+    now = utcnow()
+    for grid, subject, valid_until in await session.execute(
+        select(Grid.name, Certificate.subject, Certificate.valid_until)
+        .join(Grid, Grid.id == Certificate.grid_id)
+        .order_by(Grid.name, Certificate.subject)
+    ):
+        expiry.add(
+            round((valid_until - now).total_seconds() / 86400, 3), grid=grid, subject=subject
+        )
+    return [deploys, durations, nodes, work, expiry]
 
 
 def queue_families(report: QueuesReport) -> list[Family]:

@@ -39,7 +39,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source tests/env/lib.sh
 
 # Debian packages the environment needs. Add new services' packages here.
-KT_DEBS=(postgresql redis-server)
+KT_DEBS=(postgresql redis-server docker-compose) # docker-compose: checks deploy/compose.yaml
 # Pebble + pebble-challtestsrv (ACME tests); curl polls their readiness.
 [[ ${KONTENA_TEST_NO_PEBBLE:-0} == 1 ]] || KT_DEBS+=(pebble curl)
 command -v python3 >/dev/null || KT_DEBS+=(python3) # free_ports needs it

@@ -36,6 +36,7 @@ def deploy_env() -> DeployEnv:
         rpc=context.node_rpc(),
         instance_timeout=settings.deploy_instance_timeout,
         deadline=settings.deploy_deadline,
+        max_deliveries=settings.max_deliveries,
     )
 
 

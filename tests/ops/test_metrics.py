@@ -12,6 +12,7 @@ from litestar import Litestar
 from core.config import Settings
 from core.runtime import Runtime
 from core.vault import Vault
+from models.acme import Certificate
 from models.base import utcnow
 from models.db import Database
 from models.services import Service, ServiceDeploy
@@ -128,3 +129,26 @@ async def test_metrics_token_is_required_when_set(
     assert wrong.status_code == 401
     ok = await client.get("/metrics", headers={"Authorization": "Bearer s3cret"})
     assert ok.status_code == 200
+
+
+async def test_certificate_days_to_expiry_are_exported(
+    client: httpx.AsyncClient, db: Database, vault: Vault
+) -> None:
+    grid = await create_grid_row(db, vault, "certs")
+    async with db.session() as session:
+        session.add(
+            Certificate(
+                grid_id=grid.id,
+                subject="www.example.test",
+                valid_until=utcnow() + timedelta(days=20, minutes=1),
+                cert_pem="-",
+                chain_pem="-",
+                key_encrypted="-",
+            )
+        )
+        await session.commit()
+    metrics = parse_exposition((await client.get("/metrics")).text)
+    days = metrics[
+        ("kontena_certificate_expiry_days", (("grid", "certs"), ("subject", "www.example.test")))
+    ]
+    assert 20 <= days < 20.01
