@@ -68,7 +68,7 @@ class DeployEnv:
     rpc: NodeCaller
     instance_timeout: float = 300.0
     deadline: float = 1800.0
-    poll_interval: float = 0.25
+    poll_interval: float = 0.1  # one indexed query per poll; 0.25 cost ~0.15 s per batch
     nudge_timeout: float = 5.0
     max_deliveries: int = DEFAULT_MAX_DELIVERIES
 

@@ -46,6 +46,8 @@ command -v python3 >/dev/null || KT_DEBS+=(python3) # free_ports needs it
 if [[ ${KONTENA_TEST_NO_DOCKER:-0} != 1 ]]; then
 	# dockerd, containerd, runc, docker-init + a static busybox for the test image.
 	KT_DEBS+=(docker.io busybox-static)
+	# The private-registry test: Debian's distribution registry + htpasswd (bcrypt) for its auth.
+	KT_DEBS+=(docker-registry apache2-utils)
 fi
 
 # ---------------------------------------------------------------- phase timing

@@ -105,8 +105,9 @@ def containers(
     """Running containers of the service on each daemon: name → [{daemon, port}]."""
     found: dict[str, list[dict[str, Any]]] = {}
     for index, client in enumerate(clients):
+        # ignore_removed: the agent may remove a container between list and inspect.
         for container in client.containers.list(
-            filters={"label": f"io.kontena.service.id={service_id}"}
+            filters={"label": f"io.kontena.service.id={service_id}"}, ignore_removed=True
         ):
             ports = container.attrs["NetworkSettings"]["Ports"].get("8080/tcp") or []
             found.setdefault(container.name, []).append(

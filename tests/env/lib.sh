@@ -62,6 +62,18 @@ _kt_detached() {
 		exec setsid "$@" </dev/null
 	)
 }
+# _kt_spawn PIDFILE LOG CMD...: start CMD in the background in its own session,
+# with no inherited fds, and write ITS pid to PIDFILE. (`_kt_detached … &` would
+# record the pid of a forked shell instead, and stopping that leaves CMD running.)
+_kt_spawn() {
+	local pidfile=$1 log=$2
+	shift 2
+	(
+		_kt_close_fds
+		exec setsid "$@" </dev/null >>"$log" 2>&1
+	) &
+	echo "$!" >"$pidfile"
+}
 # _kt_close_fds: close every fd > 2 of the current (sub)shell.
 _kt_close_fds() {
 	local fd
@@ -700,15 +712,14 @@ start_pebble() {
   "externalAccountBindingRequired": false}}
 JSON
 	kt_on_stop _kt_kill_pidfile "$dir/challtestsrv.pid" pebble-challtes
-	_kt_detached pebble-challtestsrv -http01 "" -https01 "" -tlsalpn01 "" -defaultIPv6 "" \
-		-defaultIPv4 127.0.0.1 -dns01 "127.0.0.1:$dns_port" \
-		-management "127.0.0.1:$cts_port" >"$dir/challtestsrv.log" 2>&1 &
-	echo $! >"$dir/challtestsrv.pid"
+	_kt_spawn "$dir/challtestsrv.pid" "$dir/challtestsrv.log" \
+		pebble-challtestsrv -http01 "" -https01 "" -tlsalpn01 "" -defaultIPv6 "" \
+		-defaultIPv4 127.0.0.1 -dns01 "127.0.0.1:$dns_port" -management "127.0.0.1:$cts_port"
 	kt_on_stop _kt_kill_pidfile "$dir/pebble.pid" pebble
 	# AUTHZREUSE=100: reuse valid authorizations as Let's Encrypt does (Pebble: 50 %).
-	PEBBLE_VA_NOSLEEP=1 PEBBLE_AUTHZREUSE=100 _kt_detached pebble -config "$dir/pebble.json" \
-		-dnsserver "127.0.0.1:$dns_port" >"$dir/pebble.log" 2>&1 &
-	echo $! >"$dir/pebble.pid"
+	_kt_spawn "$dir/pebble.pid" "$dir/pebble.log" \
+		env PEBBLE_VA_NOSLEEP=1 PEBBLE_AUTHZREUSE=100 \
+		pebble -config "$dir/pebble.json" -dnsserver "127.0.0.1:$dns_port"
 	if ! _kt_wait_until 30 "pebble-challtestsrv on 127.0.0.1:$cts_port" \
 		_kt_http_ready "$dir/challtestsrv.pid" -X POST -d '{"ip":"127.0.0.1"}' \
 		"http://127.0.0.1:$cts_port/set-default-ipv4"; then
