@@ -51,8 +51,7 @@ class VaultColumn:
 
 
 def _grid_token() -> VaultColumn:
-    table = Grid.__table__
-    assert isinstance(table, Table)
+    table = _table(Grid)
     return VaultColumn(
         label="grid tokens",
         table=table,
@@ -65,27 +64,34 @@ def _grid_token() -> VaultColumn:
     )
 
 
-def _node_token() -> VaultColumn:
-    table = Node.__table__
+def _table(model: type[Any]) -> Table:
+    table = model.__table__
     assert isinstance(table, Table)
+    return table
+
+
+def _named_in_grid(
+    label: str, model: Any, value_column: str, context: Callable[[str, str], str]
+) -> VaultColumn:
+    """A value of a row named within its grid (node tokens, secrets, registry passwords)."""
+    value = getattr(model, value_column)
     return VaultColumn(
-        label="node tokens",
-        table=table,
+        label=label,
+        table=_table(model),
         id_column="id",
-        value_column="token_encrypted",
+        value_column=value_column,
         query=lambda: select(
-            Node.id.label("id"),
-            Node.token_encrypted.label("value"),
-            Node.name.label("name"),
+            model.id.label("id"),
+            value.label("value"),
+            model.name.label("name"),
             Grid.name.label("grid"),
-        ).join(Grid, Grid.id == Node.grid_id),
-        context=lambda row: nodes.token_context(row["grid"], row["name"]),
+        ).join(Grid, Grid.id == model.grid_id),
+        context=lambda row: context(row["grid"], row["name"]),
     )
 
 
 def _config_secret() -> VaultColumn:
-    table = ConfigEntry.__table__
-    assert isinstance(table, Table)
+    table = _table(ConfigEntry)
     # Covers every `*_secret` value and the `server.salt` canary the start-up check opens.
     return VaultColumn(
         label="config values",
@@ -97,45 +103,8 @@ def _config_secret() -> VaultColumn:
     )
 
 
-def _grid_secret() -> VaultColumn:
-    table = GridSecret.__table__
-    assert isinstance(table, Table)
-    return VaultColumn(
-        label="secrets",
-        table=table,
-        id_column="id",
-        value_column="value_encrypted",
-        query=lambda: select(
-            GridSecret.id.label("id"),
-            GridSecret.value_encrypted.label("value"),
-            GridSecret.name.label("name"),
-            Grid.name.label("grid"),
-        ).join(Grid, Grid.id == GridSecret.grid_id),
-        context=lambda row: secret_context(row["grid"], row["name"]),
-    )
-
-
-def _registry_password() -> VaultColumn:
-    table = Registry.__table__
-    assert isinstance(table, Table)
-    return VaultColumn(
-        label="registry passwords",
-        table=table,
-        id_column="id",
-        value_column="password_encrypted",
-        query=lambda: select(
-            Registry.id.label("id"),
-            Registry.password_encrypted.label("value"),
-            Registry.name.label("name"),
-            Grid.name.label("grid"),
-        ).join(Grid, Grid.id == Registry.grid_id),
-        context=lambda row: registry_context(row["grid"], row["name"]),
-    )
-
-
 def _acme_account_key() -> VaultColumn:
-    table = AcmeAccount.__table__
-    assert isinstance(table, Table)
+    table = _table(AcmeAccount)
     return VaultColumn(
         label="acme account keys",
         table=table,
@@ -151,8 +120,7 @@ def _acme_account_key() -> VaultColumn:
 
 
 def _certificate_key() -> VaultColumn:
-    table = Certificate.__table__
-    assert isinstance(table, Table)
+    table = _table(Certificate)
     return VaultColumn(
         label="certificate keys",
         table=table,
@@ -190,10 +158,10 @@ def registry_context(grid_name: str, name: str) -> str:
 
 VAULT_COLUMNS: list[VaultColumn] = [
     _grid_token(),
-    _node_token(),
+    _named_in_grid("node tokens", Node, "token_encrypted", nodes.token_context),
     _config_secret(),
-    _grid_secret(),
-    _registry_password(),
+    _named_in_grid("secrets", GridSecret, "value_encrypted", secret_context),
+    _named_in_grid("registry passwords", Registry, "password_encrypted", registry_context),
     _acme_account_key(),
     _certificate_key(),
 ]
