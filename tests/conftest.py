@@ -25,7 +25,7 @@ from tests.fixtures.server import serve
 from workers.broker import DramatiqSender, build_broker
 
 # Docker daemon fixtures: docker_hosts, docker_clients, busybox_image, cleanup_containers.
-pytest_plugins = ["tests.fixtures.docker", "tests.fixtures.acme"]
+pytest_plugins = ["tests.fixtures.docker", "tests.fixtures.acme", "tests.fixtures.callers"]
 
 TEST_VAULT_KEY = "test-vault-key-0123456789abcdef"
 

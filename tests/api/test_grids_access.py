@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import delete, update
-
-from models import AccessToken
-from models.base import utcnow
-from models.db import Database
 
 INVALID = {"error": "invalid_token", "error_description": "Invalid token"}
 EXPIRED = {"error": "invalid_token", "error_description": "Token expired"}
@@ -30,42 +24,6 @@ CALLERS = [
     "foreign grid_admin",
     "master_admin",
 ]
-
-
-@pytest.fixture
-async def callers(
-    client: httpx.AsyncClient, admin: Any, make_user: Any, db: Database
-) -> dict[str, dict[str, str]]:
-    """Headers per kind of caller, around a grid ``main`` and a grid ``other``."""
-    for name in ("main", "other"):
-        created = await client.post("/v1/grids", json={"name": name}, headers=admin.headers)
-        assert created.status_code == 201
-    expired = await make_user("expired@example.com", grids=("main",), expires_in=3600)
-    revoked = await make_user("revoked@example.com", grids=("main",))
-    async with db.session() as session:
-        await session.execute(
-            update(AccessToken)
-            .where(AccessToken.user_id == expired.user.id)
-            .values(expires_at=utcnow() - timedelta(seconds=1))
-        )
-        await session.execute(delete(AccessToken).where(AccessToken.user_id == revoked.user.id))
-        await session.commit()
-    member = await make_user("member@example.com", grids=("main",))
-    outsider = await make_user("outsider@example.com", grids=("other",))
-    grid_admin = await make_user("ga@example.com", roles=("grid_admin",), grids=("main",))
-    foreign_admin = await make_user("fa@example.com", roles=("grid_admin",), grids=("other",))
-    master = await make_user("master@example.com", roles=("master_admin",))
-    return {
-        "no token": {},
-        "malformed": {"Authorization": "Bearer x"},
-        "expired": expired.headers,
-        "revoked": revoked.headers,
-        "member": member.headers,
-        "non-member": outsider.headers,
-        "grid_admin": grid_admin.headers,
-        "foreign grid_admin": foreign_admin.headers,
-        "master_admin": master.headers,
-    }
 
 
 def expect(
@@ -145,7 +103,7 @@ CASES: list[tuple[str, str, dict[str, Any] | None, list[tuple[str, int, Any]]]] 
 )
 async def test_access(
     client: httpx.AsyncClient,
-    callers: dict[str, dict[str, str]],
+    grid_callers: dict[str, dict[str, str]],
     method: str,
     path: str,
     body: dict[str, Any] | None,
@@ -154,7 +112,7 @@ async def test_access(
     # Callers run in CALLERS order; the master_admin (who may delete the grid) comes last.
     wrong = []
     for caller, status, expected in rows:
-        response = await client.request(method, path, json=body, headers=callers[caller])
+        response = await client.request(method, path, json=body, headers=grid_callers[caller])
         if response.status_code != status or (expected is not None and response.json() != expected):
             wrong.append((caller, response.status_code, response.text))
         if status == 403 and expected in (INVALID, EXPIRED):
@@ -165,11 +123,11 @@ async def test_access(
 
 
 async def test_list_shows_each_caller_its_own_grids(
-    client: httpx.AsyncClient, callers: dict[str, dict[str, str]]
+    client: httpx.AsyncClient, grid_callers: dict[str, dict[str, str]]
 ) -> None:
     seen = {}
     for caller in ("member", "non-member", "grid_admin", "master_admin"):
-        response = await client.get("/v1/grids", headers=callers[caller])
+        response = await client.get("/v1/grids", headers=grid_callers[caller])
         seen[caller] = [g["name"] for g in response.json()["grids"]]
     assert seen == {
         "member": ["main"],

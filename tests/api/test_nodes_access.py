@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, select
 
 from core.nodes import token_context
 from core.tokens import digest
 from core.vault import Vault
-from models import AccessToken, Grid, Node
-from models.base import utcnow
+from models import Grid, Node
 from models.db import Database
 
 INVALID = {"error": "invalid_token", "error_description": "Invalid token"}
@@ -33,42 +31,6 @@ CALLERS = [
     "grid_admin",
     "master_admin",
 ]
-
-
-@pytest.fixture
-async def callers(
-    client: httpx.AsyncClient, admin: Any, make_user: Any, db: Database
-) -> dict[str, dict[str, str]]:
-    """Headers per kind of caller, around a grid ``main`` and a grid ``other``."""
-    for name in ("main", "other"):
-        created = await client.post("/v1/grids", json={"name": name}, headers=admin.headers)
-        assert created.status_code == 201
-    expired = await make_user("expired@example.com", grids=("main",), expires_in=3600)
-    revoked = await make_user("revoked@example.com", grids=("main",))
-    async with db.session() as session:
-        await session.execute(
-            update(AccessToken)
-            .where(AccessToken.user_id == expired.user.id)
-            .values(expires_at=utcnow() - timedelta(seconds=1))
-        )
-        await session.execute(delete(AccessToken).where(AccessToken.user_id == revoked.user.id))
-        await session.commit()
-    member = await make_user("member@example.com", grids=("main",))
-    outsider = await make_user("outsider@example.com", grids=("other",))
-    grid_admin = await make_user("ga@example.com", roles=("grid_admin",), grids=("main",))
-    foreign_admin = await make_user("fa@example.com", roles=("grid_admin",), grids=("other",))
-    master = await make_user("master@example.com", roles=("master_admin",))
-    return {
-        "no token": {},
-        "malformed": {"Authorization": "Bearer x"},
-        "expired": expired.headers,
-        "revoked": revoked.headers,
-        "non-member": outsider.headers,
-        "foreign grid_admin": foreign_admin.headers,
-        "member": member.headers,
-        "grid_admin": grid_admin.headers,
-        "master_admin": master.headers,
-    }
 
 
 async def reset_nodes(db: Database, vault: Vault) -> None:
@@ -151,7 +113,7 @@ CASES: list[tuple[str, str, dict[str, Any] | None, list[tuple[str, int, Any]]]] 
 )
 async def test_access(
     client: httpx.AsyncClient,
-    callers: dict[str, dict[str, str]],
+    grid_callers: dict[str, dict[str, str]],
     db: Database,
     vault: Vault,
     method: str,
@@ -162,7 +124,7 @@ async def test_access(
     wrong = []
     for caller, status, expected in rows:
         await reset_nodes(db, vault)
-        response = await client.request(method, path, json=body, headers=callers[caller])
+        response = await client.request(method, path, json=body, headers=grid_callers[caller])
         if response.status_code != status or (expected is not None and response.json() != expected):
             wrong.append((caller, response.status_code, response.text))
         if expected in (INVALID, EXPIRED):
@@ -172,11 +134,11 @@ async def test_access(
 
 
 async def test_refused_callers_change_nothing(
-    client: httpx.AsyncClient, callers: dict[str, dict[str, str]], db: Database, vault: Vault
+    client: httpx.AsyncClient, grid_callers: dict[str, dict[str, str]], db: Database, vault: Vault
 ) -> None:
     await reset_nodes(db, vault)
     for caller in ("no token", "expired", "non-member", "member"):
-        headers = callers[caller]
+        headers = grid_callers[caller]
         await client.post("/v1/grids/main/nodes", json={"name": "sneaky"}, headers=headers)
         await client.put("/v1/nodes/main/host/token", json={"token": "z" * 20}, headers=headers)
         await client.delete("/v1/nodes/main/host/token", headers=headers)

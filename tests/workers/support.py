@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Awaitable, Callable
@@ -23,6 +22,7 @@ from core.work import WorkKind
 from models.base import BigIntId, UTCDateTime, utcnow
 from models.db import Database
 from models.work import WorkRowMixin
+from tests.fixtures.server import free_port
 from workers.work import perform
 
 T = TypeVar("T")
@@ -127,13 +127,6 @@ async def eventually(
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout} s (last: {value!r})")
         await asyncio.sleep(interval)
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class PrivateRedis:

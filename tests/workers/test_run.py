@@ -16,7 +16,8 @@ from core.config import Settings
 from core.jobs import Job
 from models import TickRun
 from models.db import Database
-from tests.workers.support import eventually, free_port
+from tests.fixtures.server import free_port
+from tests.workers.support import eventually
 from workers.broker import DramatiqSender, build_broker
 
 Popen = subprocess.Popen[bytes]
