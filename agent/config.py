@@ -31,6 +31,7 @@ class AgentConfig:
     public_ip: str | None = None
     private_ip: str | None = None
     stats_interval: float = 60.0
+    container_stats_interval: float = 60.0
     ping_interval: float = 30.0
     ping_timeout: float = 10.0
     pod_sync_interval: float = 30.0
@@ -95,6 +96,7 @@ def load_config(env: Mapping[str, str] | None = None) -> AgentConfig:
         public_ip=_optional(env, "KONTENA_PUBLIC_IP"),
         private_ip=_optional(env, "KONTENA_PRIVATE_IP"),
         stats_interval=_seconds(env, "KONTENA_STATS_INTERVAL", 60.0),
+        container_stats_interval=_seconds(env, "KONTENA_CONTAINER_STATS_INTERVAL", 60.0),
         ping_interval=_seconds(env, "KONTENA_PING_INTERVAL", 30.0),
         ping_timeout=_seconds(env, "KONTENA_PING_TIMEOUT", 10.0),
         pod_sync_interval=_seconds(env, "KONTENA_POD_SYNC_INTERVAL", 30.0),

@@ -10,10 +10,11 @@ from typing import Any
 
 from agent.config import AgentConfig
 from agent.connection import Identity, backoff_delay
+from agent.container_stats import SAVE_TIMEOUT, ContainerReporter
 from agent.docker_client import DockerApi
 from agent.node_info import build_node_update, detect_private_ip
 from agent.pods import ServicePodManager
-from agent.rpc import NotConnected, RpcPeer
+from agent.rpc import NotConnected, RemoteError, RpcPeer, RpcTimeout
 from agent.stats import StatsCollector
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,7 @@ class NodeSession:
         docker: DockerApi,
         state: NodeState,
         pods: ServicePodManager | None = None,
+        containers: ContainerReporter | None = None,
     ) -> None:
         self._peer = peer
         self._identity = identity
@@ -59,6 +61,7 @@ class NodeSession:
         self._docker = docker
         self._state = state
         self._pods = pods
+        self._containers = containers
         self._updated = False
         self._reporter: asyncio.Task[None] | None = None
         peer.handlers.update(
@@ -118,8 +121,11 @@ class NodeSession:
     async def _report(self) -> None:
         try:
             await self._send_update()
-            await self._send_stats_forever()
-        except NotConnected:
+            async with asyncio.TaskGroup() as reporters:
+                reporters.create_task(self._send_stats_forever())
+                if self._containers is not None:
+                    reporters.create_task(self._send_containers_forever(self._containers))
+        except* NotConnected:
             log.debug("connection closed; reporting stops")
 
     async def _send_update(self) -> None:
@@ -168,3 +174,36 @@ class NodeSession:
             except Exception:
                 # One bad sample (Docker busy, /proc hiccup) must not end the reporting.
                 log.exception("collecting node stats failed")
+
+    async def _send_containers_forever(self, reporter: ContainerReporter) -> None:
+        # A new connection may be a restarted master: it hears about every container again.
+        reporter.saved.clear()
+        while True:
+            try:
+                await self._send_containers(reporter)
+            except NotConnected:
+                raise
+            except Exception:
+                # Docker busy or a container gone mid-way: the next period tries again.
+                log.exception("reporting containers failed")
+            await asyncio.sleep(self._config.container_stats_interval)
+
+    async def _send_containers(self, reporter: ContainerReporter) -> None:
+        """Save new or changed containers, drop vanished ones, then send every stats sample."""
+        report = await reporter.collect()
+        node_id = self._identity.node_id
+        for document in report.changed:
+            params = [{"node": node_id, "container": document}]
+            try:
+                await self._peer.request("/containers/save", params, timeout=SAVE_TIMEOUT)
+            except (RemoteError, RpcTimeout) as exc:
+                log.warning("/containers/save of %s failed: %s", document["Id"], exc)
+                continue
+            reporter.saved[str(document["Id"])] = document
+        await self._peer.request(
+            "/containers/cleanup", [node_id, report.present], timeout=SAVE_TIMEOUT
+        )
+        for gone in set(reporter.saved) - set(report.present):
+            del reporter.saved[gone]
+        if report.stats:
+            await self._peer.notify("/containers/stat", report.stats)

@@ -12,6 +12,7 @@ from functools import partial
 
 from agent.config import AgentConfig, ConfigError, load_config
 from agent.connection import EXIT_CONFIG, EXIT_CRASH, Agent
+from agent.container_stats import ContainerReporter
 from agent.docker_client import DockerApi, DockerEngine
 from agent.handlers import NodeSession, NodeState, identify
 from agent.pod_docker import PodDocker
@@ -32,6 +33,7 @@ environment:
   KONTENA_PUBLIC_IP       public address to report (default: the private address)
   KONTENA_PRIVATE_IP      private address to report (default: address of the default route)
   KONTENA_STATS_INTERVAL  seconds between node stats reports (60)
+  KONTENA_CONTAINER_STATS_INTERVAL  seconds between container reports and stats (60)
   KONTENA_PING_INTERVAL   seconds between WebSocket pings (30)
   KONTENA_PING_TIMEOUT    seconds to wait for a pong before reconnecting (10)
   KONTENA_POD_SYNC_INTERVAL  seconds between service pod list fetches (30)
@@ -66,13 +68,21 @@ def build_agent(
     *,
     backoff_base: float = 1.0,
     pods: ServicePodManager | None = None,
+    containers: ContainerReporter | None = None,
 ) -> Agent:
     """Wire the connection loop to the node session, the Docker Engine and the pod manager."""
     state = NodeState()
     return Agent(
         config,
         identify=partial(identify, config, docker),
-        session_factory=partial(NodeSession, config=config, docker=docker, state=state, pods=pods),
+        session_factory=partial(
+            NodeSession,
+            config=config,
+            docker=docker,
+            state=state,
+            pods=pods,
+            containers=containers,
+        ),
         backoff_base=backoff_base,
     )
 
@@ -85,9 +95,12 @@ def build_pod_manager(config: AgentConfig, engine: DockerEngine) -> ServicePodMa
 async def run_agent(config: AgentConfig, docker: DockerApi | None = None) -> int:
     """Run the agent until SIGTERM/SIGINT or a fatal close code; returns the exit status."""
     engine = docker or DockerEngine(config.docker_host)
-    # Service pods need the full Engine API; a stand-in DockerApi (tests) runs without them.
-    pods = build_pod_manager(config, engine) if isinstance(engine, DockerEngine) else None
-    agent = build_agent(config, engine, pods=pods)
+    # Service pods and container reports need the full Engine API; a stand-in DockerApi
+    # (tests, the agents benchmark) runs without them.
+    pods = containers = None
+    if isinstance(engine, DockerEngine):
+        pods, containers = build_pod_manager(config, engine), ContainerReporter(engine)
+    agent = build_agent(config, engine, pods=pods, containers=containers)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, agent.stop)

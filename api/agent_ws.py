@@ -17,6 +17,7 @@ from typing import Any
 from litestar import WebSocket, websocket
 from litestar.exceptions import WebSocketDisconnect
 
+import core.container_updates
 import core.pod_rpc  # noqa: F401  (registers the service pod methods)
 from core import protocol
 from core.node_connection import (

@@ -36,6 +36,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     lease_ttl: int = 15
     event_log_retention_days: int = 30
     audit_log_retention_days: int = 365
+    # Node and container stats samples (the per-minute metrics are computed from them).
+    stats_retention_days: int = 7
     # A work row delivered this often without finishing is quarantined (ends `error`).
     max_deliveries: int = 5
     # Bearer token /metrics requires; empty = unauthenticated (the usual Prometheus scrape).

@@ -12,6 +12,7 @@ import msgspec
 from sqlalchemy import ColumnElement, Float, func, literal_column, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core.containers import list_containers
 from core.errors import Invalid
 from models import NodeStat
 
@@ -123,20 +124,23 @@ def parse_window(
     return start, to
 
 
-def _dialect(session: AsyncSession) -> str:
+def dialect_of(session: AsyncSession) -> str:
+    """The session's SQL dialect name (postgresql or sqlite)."""
     return session.get_bind().dialect.name
 
 
-def _minute(dialect: str) -> ColumnElement[Any]:
+def minute_of(dialect: str, column: Any = NodeStat.created_at) -> ColumnElement[Any]:
+    """``column`` truncated to its UTC minute, in SQL."""
     if dialect == "postgresql":
-        return func.date_trunc("minute", func.timezone("UTC", NodeStat.created_at))
-    return func.strftime("%Y-%m-%d %H:%M:00", NodeStat.created_at)
+        return func.date_trunc("minute", func.timezone("UTC", column))
+    return func.strftime("%Y-%m-%d %H:%M:00", column)
 
 
-def _epoch(dialect: str) -> ColumnElement[Any]:
+def epoch_of(dialect: str, column: Any = NodeStat.created_at) -> ColumnElement[Any]:
+    """``column`` as seconds since the epoch, in SQL."""
     if dialect == "postgresql":
-        return func.extract("epoch", NodeStat.created_at)
-    return (func.julianday(NodeStat.created_at) - 2440587.5) * 86400.0
+        return func.extract("epoch", column)
+    return (func.julianday(column) - 2440587.5) * 86400.0
 
 
 # Sums of one key over a row's filesystem list, written out: nothing here comes from input.
@@ -167,7 +171,8 @@ def _filesystem_sum(dialect: str, key: str) -> ColumnElement[Any]:
     return literal_column(_FILESYSTEM_SUM[(dialect, key)], Float)
 
 
-def _num(expr: Any) -> ColumnElement[Any]:
+def json_number(expr: Any) -> ColumnElement[Any]:
+    """A JSON member as a float in SQL; 0 when it is missing."""
     return func.coalesce(expr.as_float(), 0.0)
 
 
@@ -175,13 +180,15 @@ def _columns(dialect: str) -> list[ColumnElement[Any]]:
     """Per (node, minute) averages, as in Kontena's aggregation of HostNodeStat."""
     cpu = NodeStat.cpu
     columns: list[ColumnElement[Any]] = [
-        func.avg(_epoch(dialect)).label("epoch"),
-        func.avg(_num(cpu["num_cores"])).label("cores"),
-        func.avg(_num(cpu["user"]) + _num(cpu["system"]) + _num(cpu["nice"])).label("cpu"),
+        func.avg(epoch_of(dialect)).label("epoch"),
+        func.avg(json_number(cpu["num_cores"])).label("cores"),
+        func.avg(
+            json_number(cpu["user"]) + json_number(cpu["system"]) + json_number(cpu["nice"])
+        ).label("cpu"),
         func.avg(_filesystem_sum(dialect, "used")).label("fs_used"),
         func.avg(_filesystem_sum(dialect, "total")).label("fs_total"),
     ]
-    columns += [func.avg(_num(NodeStat.memory[f])).label(f"mem_{f}") for f in MEMORY_FIELDS]
+    columns += [func.avg(json_number(NodeStat.memory[f])).label(f"mem_{f}") for f in MEMORY_FIELDS]
     for side in SIDES:
         for counter in COUNTERS:
             value = NodeStat.network[(side, counter)].as_float()
@@ -191,7 +198,8 @@ def _columns(dialect: str) -> list[ColumnElement[Any]]:
     return columns
 
 
-def _as_minute(value: Any) -> datetime:
+def as_minute(value: Any) -> datetime:
+    """A minute bucket from SQL (datetime on PostgreSQL, text on SQLite) as UTC datetime."""
     moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
@@ -200,8 +208,8 @@ async def _node_minutes(
     session: AsyncSession, start: datetime, end: datetime, **where: str
 ) -> dict[str, list[dict[str, Any]]]:
     """Per-node lists of per-minute averages between ``start`` and ``end``, oldest first."""
-    dialect = _dialect(session)
-    minute = _minute(dialect).label("minute")
+    dialect = dialect_of(session)
+    minute = minute_of(dialect).label("minute")
     stmt = (
         select(NodeStat.node_id, minute, *_columns(dialect))
         .where(NodeStat.created_at >= start, NodeStat.created_at <= end)
@@ -214,7 +222,7 @@ async def _node_minutes(
     for row in await session.execute(stmt):
         # PostgreSQL averages numerics as Decimal; the arithmetic below is in floats.
         bucket = {k: float(v) if isinstance(v, Decimal) else v for k, v in row._mapping.items()}
-        bucket["minute"] = _as_minute(bucket["minute"])
+        bucket["minute"] = as_minute(bucket["minute"])
         per_node[row.node_id].append(bucket)
     return per_node
 
@@ -344,8 +352,12 @@ class ContainerStatItem(msgspec.Struct):
 
 
 def parse_sort(raw: str | None) -> str:
-    """``sort``: cpu (default), memory, rx_bytes or tx_bytes; anything else means cpu."""
-    return raw if raw in SORTS else "cpu"
+    """``sort``: cpu (default), memory, rx_bytes or tx_bytes; anything else is a 422."""
+    if raw is None or not raw.strip():
+        return "cpu"
+    if raw not in SORTS:
+        raise Invalid({"sort": "Sort isn't an option"})
+    return raw
 
 
 def parse_limit(raw: str | None) -> int | None:
@@ -412,11 +424,13 @@ def sort_container_stats(
 
 
 async def container_stats(
-    session: AsyncSession, grid_id: str, node_id: str | None = None
+    session: AsyncSession,
+    grid_id: str,
+    node_id: str | None = None,
+    service_id: str | None = None,
 ) -> list[ContainerStat]:
-    """Running containers of the grid (or node) with their latest stats.
-
-    Containers arrive with deploys ([F3]); until then no grid has any, so this is empty.
-    """
-    del session, grid_id, node_id
-    return []
+    """Running containers of the grid (or node, or service) with their latest stats."""
+    rows = await list_containers(
+        session, grid_id, node_id=node_id, service_id=service_id, running_only=True
+    )
+    return [ContainerStat(name=row.name, stats=row.latest_stats or None) for row, _node in rows]

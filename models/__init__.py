@@ -4,6 +4,7 @@ from models.acme import AcmeAccount, Certificate, CertificateRequest, DomainAuth
 from models.auth_requests import AuthorizationRequest
 from models.base import Base
 from models.config import ConfigEntry
+from models.containers import Container, ContainerStat
 from models.grids import Grid
 from models.leases import Lease, TickRun
 from models.logs import AuditLog, EventLog
@@ -24,6 +25,8 @@ __all__ = [
     "Certificate",
     "CertificateRequest",
     "ConfigEntry",
+    "Container",
+    "ContainerStat",
     "DomainAuthorization",
     "EventLog",
     "Grid",

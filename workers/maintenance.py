@@ -19,7 +19,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from core.services import stalled_removals
 from core.ticks import claim_tick
 from core.work import Resend, mark_resent, recover, registered
-from models import AccessToken, AuditLog, AuthorizationRequest, EventLog, TickRun
+from models import (
+    AccessToken,
+    AuditLog,
+    AuthorizationRequest,
+    ContainerStat,
+    EventLog,
+    NodeStat,
+    TickRun,
+)
 from models.base import utcnow
 from workers import context
 
@@ -80,7 +88,7 @@ async def recover_lost_work(slot: int, epoch: int) -> None:
     max_age=3_600_000,
 )
 async def apply_retention(slot: int, epoch: int) -> None:
-    """Delete expired tokens, old event and audit logs, and old tick records."""
+    """Delete expired tokens, old event and audit logs, old stats and old tick records."""
     async with context.database().session() as session:
         if not await claim_tick(session, RETENTION, slot, epoch):
             return
@@ -94,6 +102,7 @@ async def delete_expired(session: AsyncSession) -> dict[str, int]:
     settings = context.settings()
     now = utcnow()
     refresh_until = now - timedelta(days=settings.refresh_window_days)
+    stats_until = now - timedelta(days=settings.stats_retention_days)
     statements = {
         # Expired and no longer refreshable: no refresh token, or the refresh window has passed.
         "access tokens": delete(AccessToken).where(
@@ -109,6 +118,8 @@ async def delete_expired(session: AsyncSession) -> dict[str, int]:
         "audit logs": delete(AuditLog).where(
             AuditLog.created_at < now - timedelta(days=settings.audit_log_retention_days)
         ),
+        "node stats": delete(NodeStat).where(NodeStat.created_at < stats_until),
+        "container stats": delete(ContainerStat).where(ContainerStat.created_at < stats_until),
         "tick runs": delete(TickRun).where(TickRun.created_at < now - TICK_RUN_RETENTION),
         # Kept a day past expiry so a late callback still hears "expired", not "unknown".
         "authorization requests": delete(AuthorizationRequest).where(
