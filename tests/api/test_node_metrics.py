@@ -313,8 +313,12 @@ def test_container_stats_sort_descending(sort: str, order: list[str]) -> None:
     assert [i.container_id for i in items] == order
 
 
-def test_container_stats_items_limit_and_unknown_sort() -> None:
-    items = node_metrics.sort_container_stats(STATS, node_metrics.parse_sort("bogus"), 2)
+def test_container_stats_items_limit_and_sort_validation() -> None:
+    assert node_metrics.parse_sort(None) == node_metrics.parse_sort("") == "cpu"
+    with pytest.raises(Invalid) as refused:
+        node_metrics.parse_sort("bogus")
+    assert refused.value.tree == {"sort": "Sort isn't an option"}
+    items = node_metrics.sort_container_stats(STATS, node_metrics.parse_sort("cpu"), 2)
     assert msgspec.to_builtins(items) == [
         {
             "container_id": "db-1",

@@ -244,8 +244,9 @@ async def test_metrics_have_per_minute_points_after_agents_report(
     assert 0 < latest_node["memory"]["used"] <= latest_node["memory"]["total"]
     # Two nodes on one machine: the grid sums their memory.
     assert latest_grid["memory"]["total"] >= latest_node["memory"]["total"]
+    # Containers and their stats: tests/e2e/test_container_stats.py.
     stats = await client.get(f"/v1/nodes/{GRID}/node-1/stats", headers=admin.headers)
-    assert stats.status_code == 200 and stats.json() == {"stats": []}  # containers: [F3]
+    assert stats.status_code == 200 and isinstance(stats.json()["stats"], list)
 
 
 async def _at_least(points: Any, count: int) -> Any:
