@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -40,6 +41,10 @@ PREFIX = "kontena:rpc:"
 CONTROL_CHANNEL = PREFIX + "control"
 # Extra time the caller waits for the holder's own timeout answer to arrive.
 REPLY_MARGIN = 1.0
+# How long a holder looked up for a node id is reused by requests (see the module docstring).
+HOLDER_CACHE_SECONDS = 30.0
+# The holder's answer when it holds no socket for the node: the call never reached an agent.
+UNROUTED = "unrouted"
 
 
 class Envelope(msgspec.Struct, omit_defaults=True):
@@ -54,7 +59,7 @@ class Envelope(msgspec.Struct, omit_defaults=True):
     reply_to: str = ""
     action: str = ""
     origin: str = ""
-    # Replies: ok | remote | offline | timeout, with the result or the remote error.
+    # Replies: ok | remote | offline | unrouted | timeout, with the result or the remote error.
     status: str = ""
     result: Any = None
     code: int = 0
@@ -82,6 +87,8 @@ class RedisNodeRpc(NodeRpc):
         self._pending: dict[str, asyncio.Future[Envelope]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._start_lock = asyncio.Lock()
+        # node pk → (holder, monotonic expiry) for requests by node id.
+        self._holders: dict[str, tuple[str, float]] = {}
 
     @property
     def channel(self) -> str:
@@ -128,11 +135,33 @@ class RedisNodeRpc(NodeRpc):
         timeout: float = DEFAULT_TIMEOUT,  # noqa: ASYNC109 - the holder process applies it
     ) -> Any:
         """Call ``method`` on the node's agent, wherever its socket is held."""
-        channel = self.local(node_pk(node))
+        pk = node_pk(node)
+        channel = self.local(pk)
         if channel is not None:
             return await on_loop(channel.loop, channel.request(method, params, timeout))
-        holder = await self._holder(node)
+        cached = self._cached_holder(node)
         await self.start()
+        if cached is not None:
+            reply = await self._call(cached, node, method, params, timeout, retry_unrouted=True)
+            if reply is not None:
+                return _result(reply, method, node)
+            self._holders.pop(pk, None)  # it moved or went away: ask the database again
+        holder = await self._holder(node)
+        reply = await self._call(holder, node, method, params, timeout, retry_unrouted=False)
+        assert reply is not None
+        return _result(reply, method, node)
+
+    async def _call(
+        self,
+        holder: str,
+        node: NodeRef,
+        method: str,
+        params: list[Any],
+        timeout: float,  # noqa: ASYNC109 - the holder process applies it
+        *,
+        retry_unrouted: bool,
+    ) -> Envelope | None:
+        """Send one request to ``holder``; None when it never reached an agent and may retry."""
         msg_id = uuid.uuid4().hex
         future: asyncio.Future[Envelope] = asyncio.get_running_loop().create_future()
         self._pending[msg_id] = future
@@ -146,14 +175,30 @@ class RedisNodeRpc(NodeRpc):
                 timeout=timeout,
                 reply_to=self.reply_channel,
             )
-            await self._publish(PREFIX + holder, envelope, node)
+            assert self._redis is not None
+            receivers = await self._redis.publish(PREFIX + holder, _encoder.encode(envelope))
+            if not receivers:
+                if retry_unrouted:
+                    return None
+                # The recorded holder is gone (crashed API process): nobody can deliver it.
+                raise NodeOffline(f"node {node_pk(node)}: the API process holding it is gone")
             try:
                 reply = await asyncio.wait_for(future, timeout + REPLY_MARGIN)
             except TimeoutError:
                 raise RpcTimeout(f"{method} on node {node_pk(node)}: no reply") from None
         finally:
             self._pending.pop(msg_id, None)
-        return _result(reply, method, node)
+        if reply.status == UNROUTED and retry_unrouted:
+            return None
+        return reply
+
+    def _cached_holder(self, node: NodeRef) -> str | None:
+        if isinstance(node, Node):
+            return None  # the caller's row is fresher than anything cached here
+        found = self._holders.get(node)
+        if found is None or found[1] < time.monotonic():
+            return None
+        return found[0]
 
     async def notify(self, node: NodeRef, method: str, params: list[Any]) -> None:
         """Send a notification to the node's agent, wherever its socket is held."""
@@ -180,15 +225,20 @@ class RedisNodeRpc(NodeRpc):
         if isinstance(node, Node):
             connected, holder = node.connected, node.connection_holder
         else:
-            async with self._database().session() as session:
+            # One autocommit statement: no BEGIN/ROLLBACK round trips, no ORM session.
+            async with self._database().engine.connect() as conn:
+                conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
                 row = (
-                    await session.execute(
+                    await conn.execute(
                         select(Node.connected, Node.connection_holder).where(Node.id == node)
                     )
                 ).first()
             connected, holder = (row.connected, row.connection_holder) if row else (False, None)
         if not connected or not holder:
+            self._holders.pop(node_pk(node), None)
             raise NodeOffline(f"node {node_pk(node)} is not connected")
+        if not isinstance(node, Node):
+            self._holders[node] = (holder, time.monotonic() + HOLDER_CACHE_SECONDS)
         return holder
 
     async def _publish(self, channel: str, envelope: Envelope, node: NodeRef) -> None:
@@ -249,7 +299,8 @@ class RedisNodeRpc(NodeRpc):
     async def _answer(self, envelope: Envelope, channel: Any) -> None:
         reply = Envelope(type="reply", msg_id=envelope.msg_id)
         if channel is None:
-            reply.status = "offline"
+            # Not held here (any more): the caller may look the holder up again and retry.
+            reply.status = UNROUTED
         else:
             try:
                 reply.result = await on_loop(
@@ -274,4 +325,5 @@ def _result(reply: Envelope, method: str, node: NodeRef) -> Any:
         raise RemoteError(reply.code, reply.message)
     if reply.status == "timeout":
         raise RpcTimeout(f"{method} on node {node_pk(node)}: no reply")
+    # offline, unrouted (nobody holds its socket) or a status of a newer process
     raise NodeOffline(f"node {node_pk(node)} is not connected")

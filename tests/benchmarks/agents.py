@@ -27,7 +27,7 @@ import httpx
 from sqlalchemy import delete, select
 
 from core.node_rpc import NodeRef, NodeRpcError
-from core.rpc_redis import RedisNodeRpc
+from core.rpc_redis import HOLDER_CACHE_SECONDS, RedisNodeRpc
 from core.tokens import digest, new_grid_token
 from core.vault import MasterKey, Vault
 from models import Grid, Node
@@ -271,8 +271,9 @@ def print_table(rounds: list[Round], args: argparse.Namespace) -> None:
         f"RPC: core.rpc_redis.RedisNodeRpc.request(node, '/agent/ping') from this process to "
         f"random online nodes (Redis pub/sub to the API, WebSocket to the agent and back), "
         f"{args.rpcs} calls each: sequential and {args.concurrency} in flight given the node "
-        f"row; then {args.concurrency} in flight given the node id, which adds the caller's "
-        f"own DB lookup of the holder (caller CPU, not the API's). The host has "
+        f"row; then {args.concurrency} in flight given the node id, as workers call it (the "
+        f"caller looks the node's holder up in the DB once and reuses it for "
+        f"{HOLDER_CACHE_SECONDS:.0f} s; core.rpc_redis). The host has "
         f"{os.cpu_count()} CPUs shared by every process here (and anything else running).\n"
     )
     print(

@@ -206,3 +206,27 @@ async def test_a_dead_holder_fails_fast_and_control_closes_the_socket(
         await caller.control(node.id)
         assert await agent.close_code(3.0) == (4031, "connection reset")
         assert time.monotonic() - started < 1.0
+
+
+async def test_a_request_by_id_follows_the_node_to_another_process(
+    two_apis: tuple[str, str], caller: RedisNodeRpc, db: Database
+) -> None:
+    """The caller reuses the holder it looked up; when the node moved, it looks again."""
+    url_a, url_b = two_apis
+    token = await grid_token(db)
+    async with fake_agent(url_a, agent_headers("AAAA:1111", grid_token=token)) as agent:
+        await agent.joined()
+        node = await node_row(db)
+        assert await caller.request(node.id, "/agent/ping", []) == "pong"  # holder A cached
+    await eventually_offline(db)
+    async with fake_agent(url_b, agent_headers("AAAA:1111", grid_token=token)) as agent_b:
+        await agent_b.joined()
+        moved = await node_row(db)
+        assert moved.connected and moved.connection_holder != node.connection_holder
+        # A answers `unrouted` (it never saw an agent for this call); the caller asks again.
+        assert await caller.request(node.id, "/agent/ping", []) == "pong"
+    await eventually_offline(db)
+    started = time.monotonic()
+    with pytest.raises(NodeOffline):
+        await caller.request(node.id, "/agent/ping", [])  # holder B cached, node gone
+    assert time.monotonic() - started < 1.0
