@@ -7,16 +7,20 @@ Docker are in tests/e2e/test_container_stats.py.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from sqlalchemy import func, select, update
 
+from core.container_metrics import service_metrics
 from core.node_updates import AgentError, handle_agent_message
 from models import Container, ContainerStat, Grid, Node, Service
 from models.db import Database
+from models.migrate import upgrade
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 WINDOW = "from=2024-05-01T12:00:00Z&to=2024-05-01T12:10:00Z"
@@ -407,3 +411,37 @@ async def test_removing_a_node_or_service_removes_its_records(
         left = set((await session.scalars(select(Container.container_id))).all())
         stats = await session.scalar(select(func.count()).select_from(ContainerStat))
     assert left == {"d1", "d3", "d4", "d5"} and stats == 3
+
+
+async def test_service_metrics_and_container_handlers_run_on_sqlite(tmp_path: Path) -> None:
+    """Embedded mode: the same handlers and per-minute aggregation on SQLite."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'kontena.db'}"
+    await asyncio.to_thread(upgrade, url)
+    database = Database(url)
+    try:
+        async with database.session() as session:
+            grid = Grid(name="main", token_hash="h", token_encrypted="x")
+            session.add(grid)
+            await session.flush()
+            nodes = [
+                Node(grid_id=grid.id, name=name, node_number=i, connected=True)
+                for i, name in enumerate(("a", "b"), start=1)
+            ]
+            service = Service(grid_id=grid.id, name="web", image="busybox")
+            session.add_all([*nodes, service])
+            await session.commit()
+        world = World(database, service.id)
+        await world.save("a", inspect("d1", "web-1", service_id=service.id))
+        await world.save("b", inspect("d2", "web-2", service_id=service.id, number=2))
+        await world.stat("a", sample("d1", cpu=10, memory=300, rx=50, tx=900), at=T0)
+        await world.stat("b", sample("d2", cpu=20, memory=200, rx=700, tx=1), at=T0)
+        await world.send("b", "/containers/cleanup", ["ID:B", []])
+        async with database.session() as session:
+            metrics = await service_metrics(session, service.id, T0, T0 + timedelta(minutes=5))
+            left = (await session.scalars(select(Container.name))).all()
+        [point] = metrics.stats
+        assert (point.cpu.used, point.cpu.cores, point.memory.used) == (30.0, 4, 500)
+        assert point.network.external.rx_bytes == 750
+        assert left == ["web-1"]
+    finally:
+        await database.dispose()
