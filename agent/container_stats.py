@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from docker.errors import NotFound
+from docker.errors import DockerException, InvalidVersion, NotFound
 
 from agent.stats import iso_now
 
@@ -221,6 +221,7 @@ class ContainerReporter:
         # The documents the master accepted on the current connection (reset on reconnect).
         self.saved: dict[str, dict[str, Any]] = {}
         self._gate = asyncio.Semaphore(DOCKER_CONCURRENCY)
+        self._one_shot = True
 
     async def _docker(self, fn: str, *args: Any, **kwargs: Any) -> Any:
         async with self._gate:
@@ -231,16 +232,33 @@ class ContainerReporter:
             result: dict[str, Any] = await self._docker("inspect_container", container_id)
         except NotFound:
             return None  # removed between the list and now
+        except DockerException as exc:
+            # One container Docker cannot describe must not hold up the others' reports.
+            log.warning("inspecting container %s failed: %s", container_id[:12], exc)
+            return None
         return result
+
+    async def _read_stats(self, container_id: str, one_shot: bool) -> dict[str, Any]:
+        if one_shot and self._one_shot:
+            try:
+                result: dict[str, Any] = await self._docker(
+                    "stats", container_id, stream=False, one_shot=True
+                )
+                return result
+            except InvalidVersion:
+                self._one_shot = False  # Engine API < 1.41: Docker's ~1 s sample every time
+        answer: dict[str, Any] = await self._docker("stats", container_id, stream=False)
+        return answer
 
     async def _stats(self, container_id: str, inspect: dict[str, Any]) -> dict[str, Any] | None:
         previous = self._samples.get(container_id)
         try:
             # one_shot answers at once; without a baseline of ours Docker's ~1 s sample is used.
-            raw = await self._docker(
-                "stats", container_id, stream=False, one_shot=previous is not None or None
-            )
+            raw = await self._read_stats(container_id, one_shot=previous is not None)
         except NotFound:
+            return None
+        except DockerException as exc:
+            log.warning("stats of container %s failed: %s", container_id[:12], exc)
             return None
         cpu = cpu_spec(inspect, _online_cpus(_dict(raw.get("cpu_stats"))))
         document, sample = stat_document(container_id, raw, cpu, previous, self._clock())
