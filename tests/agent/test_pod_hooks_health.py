@@ -197,4 +197,3 @@ async def test_health_checks_report_and_restart_an_unhealthy_container(
         rig.book.pods = []
         await rig.nudge()
         await poll(lambda: not rig.pods.workers)
-
