@@ -17,8 +17,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import httpx
-
 from agent.pod_plan import ContainerFacts
 from core.protocol import PodHealthCheck, ServicePod
 
@@ -42,16 +40,36 @@ Target = Callable[[ServicePod, ContainerFacts, int], tuple[str | None, int]]
 
 
 async def probe_http(host: str, port: int, uri: str, timeout: float) -> ProbeResult:  # noqa: ASYNC109
-    """GET ``http://host:port/uri``; 2xx and 3xx are healthy (redirects are not followed)."""
+    """GET ``http://host:port/uri`` (HTTP/1.0); 2xx and 3xx are healthy (no redirects followed).
+
+    Only the status line matters, so a plain socket does: no client (nor TLS context) per probe.
+    """
     path = uri if uri.startswith("/") else f"/{uri}"
     url = f"http://{host}:{port}{path}"
+    request = (
+        f"GET {path} HTTP/1.0\r\nHost: {host}:{port}\r\nUser-Agent: kontena-agent\r\n"
+        "Connection: close\r\n\r\n"
+    ).encode()
+    writer: asyncio.StreamWriter | None = None
     try:
-        # trust_env=False: a proxy from the agent's environment must not answer for the container.
-        async with httpx.AsyncClient(timeout=timeout, trust_env=False) as client:
-            response = await client.get(url, headers={"User-Agent": "kontena-agent"})
-    except httpx.HTTPError as exc:
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_connection(host, port)
+            writer.write(request)
+            await writer.drain()
+            status_line = await reader.readline()
+    except TimeoutError:
+        return ProbeResult(UNHEALTHY, None, f"GET {url} failed: no answer within {timeout:g} s")
+    except OSError as exc:
         return ProbeResult(UNHEALTHY, None, f"GET {url} failed: {exc or type(exc).__name__}")
-    code = response.status_code
+    finally:
+        if writer is not None:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+    parts = status_line.decode("latin-1").split()
+    if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
+        return ProbeResult(UNHEALTHY, None, f"GET {url} failed: not an HTTP answer")
+    code = int(parts[1])
     if 200 <= code < 400:
         return ProbeResult(HEALTHY, code)
     return ProbeResult(UNHEALTHY, code, f"GET {url} answered {code}")
@@ -107,6 +125,7 @@ class HealthMonitor:
         if key != self._key or self._task is None or self._task.done():
             self.unwatch()
             self._key, self._pod, self._container, self._last = key, pod, container, None
+            self._changed.clear()
             self._task = asyncio.create_task(self._run(), name=f"health {self.pod_id}")
             return
         self._pod, self._container = pod, container
@@ -136,13 +155,13 @@ class HealthMonitor:
         age = (datetime.now(UTC) - started).total_seconds()
         next_probe = time.monotonic() + max(0.0, pod.health_check.initial_delay - age)
         while True:
-            self._changed.clear()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(max(0.0, next_probe - time.monotonic())):
                     await self._changed.wait()
             pod, container = self._pod, self._container
             assert pod is not None and pod.health_check is not None and container is not None
             if self._changed.is_set():
+                self._changed.clear()
                 if self._last is not None:
                     await self._send(pod, self._last)
                 continue

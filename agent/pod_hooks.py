@@ -40,30 +40,28 @@ class HookRunner:
         self._mark_oneshot = mark_oneshot
         self._ran_oneshot: set[tuple[str, str, str]] = set()
 
-    async def _due(self, pod: ServicePod, kind: str) -> list[PodHook]:
-        """The pod's hooks of ``kind``; oneshot ones are marked with the master first."""
-        due = []
-        for hook in pod.hooks:
-            if hook.type != kind:
-                continue
-            if hook.oneshot:
-                key = (hook.type, hook.name, hook.cmd)
-                if key in self._ran_oneshot:
-                    continue
-                try:
-                    await self._mark_oneshot(pod, hook)
-                except Exception as exc:
-                    # Running it unrecorded could run it twice: fail now, retry on the next sync.
-                    raise PodError(
-                        f"{kind} hook {hook.name}: could not record the oneshot run: {exc}"
-                    ) from exc
-                self._ran_oneshot.add(key)
-            due.append(hook)
-        return due
+    async def _claim(self, pod: ServicePod, hook: PodHook) -> bool:
+        """True when ``hook`` should run now; a oneshot hook is recorded with the master first."""
+        if not hook.oneshot:
+            return True
+        key = (hook.type, hook.name, hook.cmd)
+        if key in self._ran_oneshot:
+            return False
+        try:
+            await self._mark_oneshot(pod, hook)
+        except Exception as exc:
+            # Running it unrecorded could run it twice: fail now, the next sync retries.
+            raise PodError(
+                f"{hook.type} hook {hook.name}: could not record the oneshot run: {exc}"
+            ) from exc
+        self._ran_oneshot.add(key)
+        return True
 
     async def pre_start(self, pod: ServicePod, node_name: str) -> None:
-        """Run every due pre_start hook to completion; a non-zero exit raises PodError."""
-        for hook in await self._due(pod, PRE_START):
+        """Run every pre_start hook to completion; a non-zero exit raises PodError."""
+        for hook in _of_type(pod, PRE_START):
+            if not await self._claim(pod, hook):
+                continue
             log.info("pod %s: running pre_start hook %s: %s", pod.id, hook.name, hook.cmd)
             code, output = await self._run_container(pod, hook, node_name)
             _log_output(pod, hook, output)
@@ -71,18 +69,22 @@ class HookRunner:
                 raise PodError(f"pre_start hook {hook.name} failed: exit code {code}")
 
     async def post_start(self, pod: ServicePod, container_id: str) -> None:
-        """Exec every due post_start hook in the started container; a failure raises PodError."""
-        for hook in await self._due(pod, POST_START):
+        """Exec every post_start hook in the started container; a failure raises PodError."""
+        for hook in _of_type(pod, POST_START):
+            if not await self._claim(pod, hook):
+                continue
             code = await self._exec(pod, hook, container_id)
             if code != 0:
                 raise PodError(f"post_start hook {hook.name} failed: exit code {code}")
 
     async def pre_stop(self, pod: ServicePod | None, container_id: str) -> None:
-        """Exec every due pre_stop hook before a stop; a failure is only logged."""
+        """Exec every pre_stop hook before a stop; a failure is only logged."""
         if pod is None:
             return
-        for hook in await self._due(pod, PRE_STOP):
+        for hook in _of_type(pod, PRE_STOP):
             try:
+                if not await self._claim(pod, hook):
+                    continue
                 code = await self._exec(pod, hook, container_id)
             except PodError as exc:
                 log.warning("pod %s: %s", pod.id, exc)
@@ -140,6 +142,10 @@ class HookRunner:
                 except DockerException as exc:
                     log.warning("removing hook container %s failed: %s", container_id[:12], exc)
         return int(result.get("StatusCode", -1)), output
+
+
+def _of_type(pod: ServicePod, kind: str) -> list[PodHook]:
+    return [hook for hook in pod.hooks if hook.type == kind]
 
 
 def hook_host_config_args(pod: ServicePod) -> dict[str, Any]:
