@@ -10,7 +10,7 @@ import logging
 from typing import Any
 
 import msgspec
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.node_updates import AgentError, agent_method
@@ -184,6 +184,11 @@ async def mark_oneshot_hook(session: AsyncSession, node: Node, params: list[Any]
                 hook["done"] = [*done, number]
     if not found:
         raise AgentError(404, f"service {service_id} has no {ref.type} hook {ref.name}")
-    # A new dict: the JSON column only notices reassignment.
-    service.spec = {**service.spec, "hooks": hooks}
+    # Bookkeeping, not a change of the service: updated_at stays as it was.
+    await session.execute(
+        update(Service)
+        .where(Service.id == service.id)
+        .values(spec={**service.spec, "hooks": hooks}, updated_at=Service.updated_at)
+        .execution_options(synchronize_session="fetch")
+    )
     return {}

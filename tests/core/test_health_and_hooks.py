@@ -213,6 +213,10 @@ async def test_a_oneshot_hook_is_recorded_and_left_out_of_later_pods(
     ref = {"type": "post_start", "name": "init", "cmd": "echo init"}
     where = {"service_id": service.id, "instance_number": 1}
     async with db.session() as session:
+        before = await session.get(Service, service.id)
+        assert before is not None
+        updated_at = before.updated_at
+    async with db.session() as session:
         await mark_oneshot_hook(session, node, [node.node_id, where, ref])
         await mark_oneshot_hook(session, node, [node.node_id, where, ref])  # idempotent
         await session.commit()
@@ -220,6 +224,7 @@ async def test_a_oneshot_hook_is_recorded_and_left_out_of_later_pods(
         stored = await session.get(Service, service.id)
         assert stored is not None
         assert stored.spec["hooks"][0]["done"] == [1]
+        assert stored.updated_at == updated_at  # bookkeeping, not an update of the service
     pods = await pods_of(db, vault, node)
     assert "hooks" not in pods[1]  # omitted when empty
     assert pods[2]["hooks"] == [init, warm]
