@@ -5,7 +5,8 @@ both agents restarted and the service was re-deployed with ``force`` (the master
 record), pre_stop runs before a stop, and a failing pre_start fails the deploy with a reason.
 Health: deploys wait until the instances are healthy (Kontena #2770), the service JSON counts
 them, and a service whose check never passes ends ``error`` naming the instance and its node,
-while its agent restarts the unhealthy container.
+while its agent restarts the unhealthy container. The containers are removed by the docker
+fixtures' cleanup after the agents stopped.
 """
 
 from __future__ import annotations
@@ -78,24 +79,6 @@ async def restart_agents(
             KONTENA_POD_SYNC_INTERVAL="5",
         )
     await eventually(online(client, admin, "node-1", "node-2"), deadline=30, what="nodes online")
-
-
-async def remove(
-    client: httpx.AsyncClient,
-    admin: Caller,
-    clients: list[docker.DockerClient],
-    db: Database,
-    name: str,
-) -> None:
-    """Delete the service and wait until its containers are gone from both daemons."""
-    service_id = await _service_id(db, name)
-    response = await client.delete(f"/v1/services/{GRID}/null/{name}", headers=admin.headers)
-    assert response.status_code == 200, response.text
-    await eventually(
-        docker_state(clients, service_id, lambda found: not found),
-        deadline=60,
-        what=f"containers of {name} removed",
-    )
 
 
 async def test_hooks_run_around_starts_and_stops_and_oneshot_hooks_only_once(
@@ -177,7 +160,6 @@ async def test_hooks_run_around_starts_and_stops_and_oneshot_hooks_only_once(
     )
     for container in stopped:
         assert hook_log(docker_clients, container) == ["post_start", "pre_stop"]
-    await remove(client, admin, docker_clients, db, "hooked")
 
     # A pre_start hook that fails: no container, the deploy says which hook and exit code.
     await create(
@@ -199,7 +181,6 @@ async def test_hooks_run_around_starts_and_stops_and_oneshot_hooks_only_once(
         f"unprepared-1 on node {node}: pre_start hook migrate failed: exit code 3"
     )
     assert in_docker(docker_clients, await _service_id(db, "unprepared")) == []
-    await remove(client, admin, docker_clients, db, "unprepared")
 
 
 async def test_deploys_wait_for_health_and_unhealthy_containers_are_restarted(
@@ -255,6 +236,3 @@ async def test_deploys_wait_for_health_and_unhealthy_containers_are_restarted(
     await eventually(restarted, deadline=30, what="the unhealthy container restarted")
     body = (await client.get(f"/v1/services/{GRID}/null/sick", headers=admin.headers)).json()
     assert body["health_status"]["healthy"] == 0
-
-    await remove(client, admin, docker_clients, db, "sick")
-    await remove(client, admin, docker_clients, db, "healthy")
