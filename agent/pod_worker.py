@@ -10,6 +10,8 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 from agent.pod_docker import PodDocker, PodError
+from agent.pod_health import HealthMonitor, HealthReporter
+from agent.pod_hooks import HookRunner, OneshotMarker
 from agent.pod_plan import (
     RUNNING,
     TERMINATED,
@@ -42,6 +44,8 @@ class PodWorker:
         report: Reporter,
         port_timeout: float,
         on_idle: Callable[[PodWorker], None],
+        report_health: HealthReporter,
+        mark_oneshot: OneshotMarker,
     ) -> None:
         self.pod_id = pod_id
         self._docker = docker
@@ -50,6 +54,12 @@ class PodWorker:
         self._port_timeout = port_timeout
         self._on_idle = on_idle
         self.desired: ServicePod | None = None
+        # The last listed pod: a pod no longer listed still gets its pre_stop hooks.
+        self._last_pod: ServicePod | None = None
+        self._hooks = HookRunner(docker, mark_oneshot)
+        self.health = HealthMonitor(
+            pod_id, report=report_health, restart=self.request_restart, target=port_target
+        )
         self._wake = asyncio.Event()
         self._restart_requested_at: datetime | None = None
         self._checked_rev: str | None = None
@@ -61,6 +71,8 @@ class PodWorker:
     def update(self, pod: ServicePod | None) -> None:
         """Set the desired pod and apply it soon (later updates coalesce)."""
         self.desired = pod
+        if pod is not None:
+            self._last_pod = pod
         self._wake.set()
 
     def request_restart(self) -> None:
@@ -73,6 +85,7 @@ class PodWorker:
         self.task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self.task
+        await self.health.close()
 
     async def _run(self) -> None:
         while True:
@@ -88,6 +101,7 @@ class PodWorker:
                 log.exception("applying pod %s failed", self.pod_id)
             self.applies += 1
             if pod is None and self.desired is None and not self._wake.is_set():
+                self.health.unwatch()
                 self._on_idle(self)
                 return
 
@@ -129,6 +143,7 @@ class PodWorker:
             container = await self._containers(pod)
         except _Superseded:
             return
+        self._watch_health(pod, container)
         if pod is None or self._superseded(pod):
             return  # unlisted pods have no instance left to report on; stale revs never report
         if pod.desired_state not in (RUNNING, "stopped", TERMINATED):
@@ -154,12 +169,16 @@ class PodWorker:
         container_id = container.id if container else ""
         name = container.name if container else ""
         grace = pod.stop_grace_period if pod is not None else 10
+        pre_started = False
         for action in actions:
             if action is Action.PULL:
                 assert pod is not None
                 await self._docker.ensure_image(pod)
                 self._checked_rev = pod.deploy_rev
             elif action is Action.STOP:
+                self.health.unwatch()
+                # Kontena ran the hooks of the pod being applied (the old container's are gone).
+                await self._hooks.pre_stop(pod or self._last_pod, container_id)
                 await self._docker.step("stop", "stop", container_id, name, timeout=grace)
             elif action is Action.REMOVE:
                 await self._docker.step(
@@ -168,15 +187,34 @@ class PodWorker:
                 container_id = ""  # gone: nothing left to inspect unless CREATE follows
             elif action is Action.CREATE:
                 assert pod is not None
+                await self._hooks.pre_start(pod, self._node_name())
+                pre_started = True
                 container_id = await self._docker.create(pod, self._node_name())
                 name = pod.container_name
             elif action is Action.START:
+                assert pod is not None
+                if not pre_started:
+                    await self._hooks.pre_start(pod, self._node_name())
                 await self._docker.step("start", "start", container_id, name)
+                await self._hooks.post_start(pod, container_id)
             elif action is Action.RESTART:
                 await self._docker.step("restart", "restart", container_id, name, timeout=grace)
             if action in (Action.START, Action.RESTART):
                 self._restart_requested_at = None
         return await self._docker.inspect(container_id) if container_id else None
+
+    def _watch_health(self, pod: ServicePod | None, container: ContainerFacts | None) -> None:
+        """Probe a running container of a pod with a health check; stop probing otherwise."""
+        if (
+            pod is not None
+            and pod.health_check is not None
+            and pod.desired_state == RUNNING
+            and container is not None
+            and container.status == RUNNING
+        ):
+            self.health.watch(pod, container)
+        else:
+            self.health.unwatch()
 
     def _restart_due(self, container: ContainerFacts | None) -> bool:
         requested = self._restart_requested_at
@@ -224,7 +262,8 @@ def port_target(pod: ServicePod, container: ContainerFacts, port: int) -> tuple[
     if pod.net == "host":
         return "127.0.0.1", port
     for published in pod.ports:
-        if published.container_port == port and published.protocol == "tcp":
+        # node_port 0: Docker picked the host port; the container address is known, that is not.
+        if published.container_port == port and published.protocol == "tcp" and published.node_port:
             ip = published.ip
             return ("127.0.0.1" if ip in ("0.0.0.0", "") else ip), published.node_port  # noqa: S104
     return container.ip, port

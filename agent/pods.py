@@ -15,15 +15,24 @@ from typing import Any
 import msgspec
 
 from agent.pod_docker import PodDocker
+from agent.pod_health import ProbeResult
 from agent.pod_plan import pod_id_of
 from agent.pod_worker import PodWorker
 from agent.rpc import NotConnected, RpcPeer
-from core.protocol import POD_LABEL_SERVICE_ID, PodState, ServicePod
+from core.protocol import (
+    POD_LABEL_SERVICE_ID,
+    PodHealth,
+    PodHook,
+    PodHookRef,
+    PodState,
+    ServicePod,
+)
 
 log = logging.getLogger(__name__)
 
 LIST_TIMEOUT = 30.0
 SET_STATE_TIMEOUT = 30.0
+MARK_HOOK_TIMEOUT = 30.0
 
 
 class ServicePodManager:
@@ -47,6 +56,7 @@ class ServicePodManager:
         self._loop: asyncio.Task[None] | None = None
         # pod id → the last PodState the master accepted on this connection (no repeats).
         self._reported: dict[str, PodState] = {}
+        self._health_reported: dict[str, PodHealth] = {}
 
     # --- connection lifecycle -------------------------------------------------------------
 
@@ -56,7 +66,9 @@ class ServicePodManager:
             return
         self.detach()
         self._peer, self._node_id, self._node_name = peer, node_id, node_name
-        self._reported.clear()  # a new connection (maybe a restarted master) hears everything
+        # A new connection (maybe a restarted master) hears everything.
+        self._reported.clear()
+        self._health_reported.clear()
         self._sync_now.set()
         self._loop = asyncio.create_task(self._sync_forever(peer), name="pod sync")
 
@@ -135,6 +147,7 @@ class ServicePodManager:
             if pod_id is not None and pod_id not in listed:
                 self._worker(pod_id).update(None)
                 self._reported.pop(pod_id, None)
+                self._health_reported.pop(pod_id, None)
 
     def _worker(self, pod_id: str) -> PodWorker:
         worker = self.workers.get(pod_id)
@@ -146,6 +159,8 @@ class ServicePodManager:
                 report=self._report,
                 port_timeout=self.port_timeout,
                 on_idle=self._retire,
+                report_health=self._report_health,
+                mark_oneshot=self._mark_oneshot,
             )
             self.workers[pod_id] = worker
         return worker
@@ -178,3 +193,45 @@ class ServicePodManager:
             log.warning("reporting pod %s failed: %s", pod.id, exc)
             return
         self._reported[pod.id] = record
+
+    async def _report_health(self, pod: ServicePod, result: ProbeResult) -> None:
+        """``/node_service_pods/set_health [node_id, PodHealth]``, skipping exact repeats."""
+        record = PodHealth(
+            service_id=pod.service_id,
+            instance_number=pod.instance_number,
+            rev=pod.deploy_rev,
+            status=result.status,
+            status_code=result.status_code,
+            error=result.error,
+        )
+        peer = self._peer
+        if peer is None or self._health_reported.get(pod.id) == record:
+            return
+        try:
+            await peer.request(
+                "/node_service_pods/set_health",
+                [self._node_id, msgspec.to_builtins(record)],
+                SET_STATE_TIMEOUT,
+            )
+        except NotConnected:
+            return
+        except Exception as exc:  # the next probe reports again
+            log.warning("reporting the health of pod %s failed: %s", pod.id, exc)
+            return
+        self._health_reported[pod.id] = record
+
+    async def _mark_oneshot(self, pod: ServicePod, hook: PodHook) -> None:
+        """``/node_service_pods/mark_oneshot_hook``; raises when the master was not told."""
+        peer = self._peer
+        if peer is None:
+            raise NotConnected("not connected to the master")
+        ref = PodHookRef(type=hook.type, name=hook.name, cmd=hook.cmd)
+        await peer.request(
+            "/node_service_pods/mark_oneshot_hook",
+            [
+                self._node_id,
+                {"service_id": pod.service_id, "instance_number": pod.instance_number},
+                msgspec.to_builtins(ref),
+            ],
+            MARK_HOOK_TIMEOUT,
+        )

@@ -1,7 +1,8 @@
 """Waiting for a batch of instances: poll what the agents reported, with short sessions.
 
-An instance is deployed when its agent reports ``rev == deploy_rev`` with state ``running``; an
-error report, a state other than running, or the per-instance timeout fails it. Each poll is its
+An instance is deployed when its agent reports ``rev == deploy_rev`` with state ``running`` and,
+when the service has a health check, a healthy probe at that revision; an error report, an
+unhealthy probe, a state other than running, or the per-instance timeout fails it. Each poll is its
 own short transaction; progress is written to the deploy as instances finish, and the lease is
 renewed on the way (ARCHITECTURE.md §5: never hold a transaction while waiting).
 """
@@ -26,8 +27,12 @@ HEARTBEAT_SECONDS = 5.0
 TRANSIENT_STATES = frozenset({"restarting", "initialized", "created", "starting"})
 
 
-def outcome(row: Any, rev: str) -> tuple[str, str | None] | None:
-    """``("success", None)``, ``("error", why)``, or None while the instance is pending."""
+def outcome(row: Any, rev: str, health_checked: bool = False) -> tuple[str, str | None] | None:
+    """``("success", None)``, ``("error", why)``, or None while the instance is pending.
+
+    With ``health_checked`` a running instance also waits for its first probe at this
+    revision: healthy succeeds, unhealthy fails (the agent restarts it; the deploy halts).
+    """
     if row is None:
         return ("error", "Service instance was removed")
     if row.deploy_rev != rev:
@@ -37,7 +42,11 @@ def outcome(row: Any, rev: str) -> tuple[str, str | None] | None:
     if row.error:
         return ("error", str(row.error))
     if row.state == "running":
-        return ("success", None)
+        if not health_checked or row.health_status == "healthy":
+            return ("success", None)
+        if row.health_status == "unhealthy":
+            return ("error", f"Service instance is unhealthy: {row.health_error or 'probe failed'}")
+        return None
     if row.state in TRANSIENT_STATES:
         return None
     return ("error", f"Service instance is not running, but {row.state}")
@@ -71,6 +80,8 @@ async def wait_for_instances(
                         ServiceInstance.rev,
                         ServiceInstance.state,
                         ServiceInstance.error,
+                        ServiceInstance.health_status,
+                        ServiceInstance.health_error,
                     ).where(
                         ServiceInstance.service_id == run.service_id,
                         ServiceInstance.instance_number.in_(list(pending)),
@@ -78,7 +89,7 @@ async def wait_for_instances(
                 )
             }
             for number in sorted(pending):
-                result = outcome(rows.get(number), run.rev)
+                result = outcome(rows.get(number), run.rev, run.health_checked)
                 if result is None:
                     continue
                 state, why = result
@@ -87,11 +98,12 @@ async def wait_for_instances(
                     failures.append((number, why))
                 dirty = True
             if pending and not failures and time.monotonic() - started > env.instance_timeout:
+                goal = "running and healthy" if run.health_checked else "running"
                 for number in sorted(pending):
                     node_name = pending[number][1]
                     error = (
                         f"Timeout after waiting {env.instance_timeout:.1f}s until: service "
-                        f"{run.path}-{number} is running on node {run.grid_name}/{node_name}"
+                        f"{run.path}-{number} is {goal} on node {run.grid_name}/{node_name}"
                     )
                     run.progress.set(number, node_name, "error", error)
                     failures.append((number, error))

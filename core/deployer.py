@@ -25,7 +25,7 @@ from core.deploy_queue import NOT_RUNNING, Gate, gate
 from core.deploy_wait import wait_for_instances
 from core.events import Severity, record_event
 from core.node_rpc import NodeOffline, NodeRpcError
-from core.pods import PodError, build_pod, load_pod_inputs, pod_service_name
+from core.pods import PodError, build_pod, health_check_of, load_pod_inputs, pod_service_name
 from core.secrets import MissingSecretError
 from core.services import service_path
 from core.vault import Vault
@@ -129,6 +129,8 @@ class DeployRun:
         self.stack = ""
         self.name = ""
         self.min_health: float | None = None
+        # With a health check an instance counts as deployed only once healthy (Kontena #2770).
+        self.health_checked = False
 
     async def execute(self) -> None:
         """Run to a terminal state (or DeployLost)."""
@@ -156,6 +158,7 @@ class DeployRun:
             if service.state != "running":
                 raise DeployFailed(NOT_RUNNING)
             self.min_health = (service.spec.get("deploy_opts") or {}).get("min_health")
+            self.health_checked = health_check_of(service.spec) is not None
             self._check_deadline()
             await fenced_update(session, self.id, self.attempt)
             if self.attempt == 1:
@@ -267,6 +270,8 @@ class DeployRun:
                 instance.node_id = placement.node_id
                 instance.deploy_rev, instance.desired_state = self.rev, "running"
                 instance.rev, instance.error = None, None
+                # Health probed before this deploy says nothing about its container.
+                instance.health_status = instance.health_error = None
                 targets[number] = (placement.node_id, "")
             names = await self._node_names(session, {n for n, _ in targets.values()})
             targets = {k: (n, names.get(n, n)) for k, (n, _) in targets.items()}

@@ -10,15 +10,16 @@ import logging
 from typing import Any
 
 import msgspec
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.node_updates import AgentError, agent_method
 from core.pods import PodError, PodInputs, build_pod, load_pod_inputs, pod_dict
-from core.protocol import PodState
+from core.protocol import PodHealth, PodHookRef, PodState
 from core.secrets import MissingSecretError
 from core.vault import Vault
 from models import Grid, Node, Service, ServiceInstance
+from models.base import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -95,17 +96,8 @@ async def set_state(session: AsyncSession, node: Node, params: list[Any]) -> Any
 
 async def apply_pod_state(session: AsyncSession, node: Node, state: PodState) -> None:
     """Record what the agent of ``node`` reports, if it is about the instance's current deploy."""
-    instance = (
-        await session.execute(
-            select(ServiceInstance)
-            .where(
-                ServiceInstance.service_id == state.service_id,
-                ServiceInstance.instance_number == state.instance_number,
-            )
-            .with_for_update()
-        )
-    ).scalar_one_or_none()
-    if instance is None or instance.node_id != node.id:
+    instance = await _reported_instance(session, node, state.service_id, state.instance_number)
+    if instance is None:
         return  # removed meanwhile, or moved to another node: that node reports it now
     if instance.desired_state == "terminated":
         if state.state in REMOVED_STATES:
@@ -116,3 +108,87 @@ async def apply_pod_state(session: AsyncSession, node: Node, state: PodState) ->
     instance.rev = state.rev
     instance.state = state.state[:16]
     instance.error = state.error[:2048] if state.error else None
+    if state.state != "running":
+        # No container runs to be healthy or not; the next probe after a start says again.
+        instance.health_status = instance.health_error = None
+
+
+async def _reported_instance(
+    session: AsyncSession, node: Node, service_id: str, number: int
+) -> ServiceInstance | None:
+    """The instance an agent reports on, locked; None when it is no longer that node's."""
+    instance = (
+        await session.execute(
+            select(ServiceInstance)
+            .where(
+                ServiceInstance.service_id == service_id,
+                ServiceInstance.instance_number == number,
+            )
+            .with_for_update()
+        )
+    ).scalar_one_or_none()
+    return instance if instance is not None and instance.node_id == node.id else None
+
+
+@agent_method("/node_service_pods/set_health")
+async def set_health(session: AsyncSession, node: Node, params: list[Any]) -> Any:
+    """``(node_id, PodHealth)`` → the instance's health; reports about older revs are ignored."""
+    if len(params) < 2:
+        raise AgentError(400, "params must be [node_id, pod_health]")
+    try:
+        health = msgspec.convert(params[1], PodHealth, strict=False)
+    except msgspec.ValidationError as exc:
+        raise AgentError(400, f"invalid pod health: {exc}") from exc
+    if health.status not in ("healthy", "unhealthy"):
+        raise AgentError(400, f"invalid pod health: unknown status {health.status!r}")
+    instance = await _reported_instance(session, node, health.service_id, health.instance_number)
+    if instance is None or instance.desired_state != "running":
+        return {}
+    if health.rev != instance.deploy_rev:
+        return {}  # about the container of an older deploy: the deployer waits for its own
+    instance.health_status = health.status
+    instance.health_status_at = utcnow()
+    instance.health_error = health.error[:512] if health.error else None
+    return {}
+
+
+@agent_method("/node_service_pods/mark_oneshot_hook")
+async def mark_oneshot_hook(session: AsyncSession, node: Node, params: list[Any]) -> Any:
+    """``(node_id, {service_id, instance_number}, hook)``: the hook ran there, never again.
+
+    The instance number joins the hook's ``done`` list, so later pods of that instance leave
+    the hook out, across re-deploys and agent restarts (reference §3.10).
+    """
+    if len(params) < 3 or not isinstance(params[1], dict):
+        raise AgentError(400, "params must be [node_id, {service_id, instance_number}, hook]")
+    try:
+        service_id = str(params[1]["service_id"])
+        number = int(params[1]["instance_number"])
+        ref = msgspec.convert(params[2], PodHookRef, strict=False)
+    except (KeyError, TypeError, ValueError, msgspec.ValidationError) as exc:
+        raise AgentError(400, f"invalid oneshot hook mark: {exc}") from exc
+    if await _reported_instance(session, node, service_id, number) is None:
+        raise AgentError(404, f"instance {service_id}/{number} is not on this node")
+    service = (
+        await session.execute(select(Service).where(Service.id == service_id).with_for_update())
+    ).scalar_one_or_none()
+    if service is None:
+        raise AgentError(404, f"service {service_id} not found")
+    hooks = [dict(hook) for hook in service.spec.get("hooks") or []]
+    found = False
+    for hook in hooks:
+        if (hook.get("type"), hook.get("name"), hook.get("cmd")) == (ref.type, ref.name, ref.cmd):
+            found = True
+            done = list(hook.get("done") or [])
+            if hook.get("oneshot") and number not in done:
+                hook["done"] = [*done, number]
+    if not found:
+        raise AgentError(404, f"service {service_id} has no {ref.type} hook {ref.name}")
+    # Bookkeeping, not a change of the service: updated_at stays as it was.
+    await session.execute(
+        update(Service)
+        .where(Service.id == service.id)
+        .values(spec={**service.spec, "hooks": hooks}, updated_at=Service.updated_at)
+        .execution_options(synchronize_session="fetch")
+    )
+    return {}

@@ -153,6 +153,39 @@ def kontena_env(grid: Grid, service: Service, number: int, node: Node | None) ->
     ]
 
 
+HEALTH_CHECK_LABEL = "io.kontena.health_check."
+HEALTH_CHECK_KEYS = ("protocol", "port", "uri", "timeout", "interval", "initial_delay")
+
+
+def health_check_of(spec: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The service's health check when it has one to probe (protocol and port), else None."""
+    check = spec.get("health_check")
+    if not isinstance(check, Mapping) or not check.get("protocol") or not check.get("port"):
+        return None
+    return {key: check[key] for key in HEALTH_CHECK_KEYS if check.get(key) is not None}
+
+
+def hooks_for_instance(spec: Mapping[str, Any], number: int) -> list[dict[str, Any]]:
+    """The hooks instance ``number`` runs: ``instances`` is ``*`` or names it; oneshot hooks
+    already run there (their ``done`` list holds the number) are left out."""
+    hooks = []
+    for hook in spec.get("hooks") or []:
+        instances = [str(item).strip() for item in hook.get("instances") or ["*"]]
+        if "*" not in instances and str(number) not in instances:
+            continue
+        if hook.get("oneshot") and number in (hook.get("done") or []):
+            continue
+        hooks.append(
+            {
+                "name": hook["name"],
+                "type": hook["type"],
+                "cmd": hook["cmd"],
+                "oneshot": bool(hook.get("oneshot")),
+            }
+        )
+    return hooks
+
+
 def build_pod(
     grid: Grid,
     service: Service,
@@ -172,6 +205,10 @@ def build_pod(
         POD_LABEL_GRID: grid.name,
         POD_LABEL_PLATFORM: grid.name,
     }
+    health_check = health_check_of(spec)
+    if health_check is not None:
+        # Kontena passed the check to its agent as container labels; kept for `docker inspect`.
+        labels.update({f"{HEALTH_CHECK_LABEL}{k}": str(v) for k, v in health_check.items()})
     deploy_opts = spec.get("deploy_opts") or {}
     pod = {
         "id": f"{service.id}/{number}",
@@ -194,6 +231,8 @@ def build_pod(
         "wait_for_port": deploy_opts.get("wait_for_port"),
         "stop_grace_period": _seconds(spec.get("stop_grace_period"), 10),
         "image_credentials": inputs.image_credentials,
+        "hooks": hooks_for_instance(spec, number),
+        "health_check": health_check,
     }
     for key in (
         "memory",

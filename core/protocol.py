@@ -179,6 +179,30 @@ class PodVolume(msgspec.Struct, frozen=True, omit_defaults=True):
     driver_opts: dict[str, str] = {}
 
 
+class PodHook(msgspec.Struct, frozen=True, omit_defaults=True):
+    """A lifecycle hook the agent runs for the pod (reference §3.10).
+
+    ``type`` is ``pre_start`` (a throw-away container from the pod's config), ``post_start`` or
+    ``pre_stop`` (``docker exec`` in the pod's container); the command runs as ``/bin/sh -c cmd``.
+    """
+
+    name: str
+    type: str
+    cmd: str
+    oneshot: bool = False
+
+
+class PodHealthCheck(msgspec.Struct, frozen=True, omit_defaults=True):
+    """How the agent probes a pod's container: HTTP 2xx/3xx or a TCP connect (seconds)."""
+
+    protocol: str  # http or tcp
+    port: int
+    uri: str = "/"
+    timeout: int = 10
+    interval: int = 60
+    initial_delay: int = 10
+
+
 class ServicePod(msgspec.Struct, frozen=True, omit_defaults=True):
     """One instance the agent must converge to; the reply of ``/node_service_pods/list``.
 
@@ -225,6 +249,9 @@ class ServicePod(msgspec.Struct, frozen=True, omit_defaults=True):
     volumes_from: list[str] = []  # container names (``%s`` already replaced by the master)
     wait_for_port: int | None = None
     image_credentials: dict[str, str] | None = None
+    # Hooks for this instance only; oneshot hooks already run are left out by the master.
+    hooks: list[PodHook] = []
+    health_check: PodHealthCheck | None = None
 
     @property
     def container_name(self) -> str:
@@ -239,4 +266,27 @@ class PodState(msgspec.Struct, frozen=True, omit_defaults=True):
     instance_number: int
     rev: str
     state: str  # running, stopped, restarting, missing, terminated
+    error: str | None = None
+
+
+class PodHookRef(msgspec.Struct, frozen=True):
+    """Which hook ``/node_service_pods/mark_oneshot_hook`` marks as run (params[2])."""
+
+    type: str
+    name: str
+    cmd: str
+
+
+class PodHealth(msgspec.Struct, frozen=True, omit_defaults=True):
+    """A health probe result (``/node_service_pods/set_health`` params[1]).
+
+    ``rev`` is the pod's ``deploy_rev`` the probed container runs; ``error`` says why a probe
+    failed (status code, refused connection, timeout).
+    """
+
+    service_id: str
+    instance_number: int
+    rev: str
+    status: str  # healthy or unhealthy
+    status_code: int | None = None
     error: str | None = None

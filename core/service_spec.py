@@ -290,11 +290,15 @@ def field_errors(data: ServiceFields) -> ErrorTree:
     return tree
 
 
-def _hooks(spec: HooksSpec | None) -> list[dict[str, Any]]:
-    """Hooks flattened with their type, as Kontena stores them (``done`` = oneshot runs)."""
+def _hooks(spec: HooksSpec | None, old: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+    """Hooks flattened with their type, as Kontena stores them (``done`` = oneshot runs).
+
+    A hook equal to one the service already has keeps its ``done`` list (an unchanged oneshot
+    hook does not run again, and the PUT does not count as a change).
+    """
     if spec is None:
         return []
-    return [
+    hooks = [
         {
             "name": hook.name,
             "type": kind,
@@ -306,6 +310,14 @@ def _hooks(spec: HooksSpec | None) -> list[dict[str, Any]]:
         for kind in ("pre_start", "post_start", "pre_stop")
         for hook in getattr(spec, kind) or []
     ]
+    for hook in hooks:
+        for previous in old or []:
+            if {k: v for k, v in previous.items() if k != "done"} == {
+                k: v for k, v in hook.items() if k != "done"
+            }:
+                hook["done"] = list(previous.get("done") or [])
+                break
+    return hooks
 
 
 def apply_fields(spec: dict[str, Any], data: ServiceFields) -> dict[str, Any]:
@@ -331,7 +343,7 @@ def apply_fields(spec: dict[str, Any], data: ServiceFields) -> dict[str, Any]:
             opts.update(msgspec.to_builtins(data.deploy_opts))
         new["deploy_opts"] = opts
     if data.hooks is not UNSET:
-        new["hooks"] = _hooks(data.hooks)
+        new["hooks"] = _hooks(data.hooks, spec.get("hooks"))
     if data.health_check is not UNSET:
         check = data.health_check
         # Both port and protocol null means "no health check", as in Kontena.

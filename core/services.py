@@ -47,10 +47,12 @@ TAKEN: ErrorTree = {"name": "is already taken"}
 
 @dataclass(frozen=True)
 class InstanceCounts:
-    """``instance_counts`` of the service JSON."""
+    """``instance_counts`` and the ``health_status`` tallies of the service JSON."""
 
     total: int = 0
     running: int = 0
+    healthy: int = 0
+    unhealthy: int = 0
 
 
 def service_path(grid_name: str, service: Service) -> str:
@@ -113,14 +115,31 @@ async def instance_counts(
     """Total and running instances per service, in one query."""
     if not service_ids:
         return {}
-    running = func.sum(case((ServiceInstance.state == "running", 1), else_=0))
+
+    def tally(column: Any, value: str) -> Any:
+        return func.sum(case((column == value, 1), else_=0))
+
     query = (
-        select(ServiceInstance.service_id, func.count(), running)
+        select(
+            ServiceInstance.service_id,
+            func.count(),
+            tally(ServiceInstance.state, "running"),
+            tally(ServiceInstance.health_status, "healthy"),
+            tally(ServiceInstance.health_status, "unhealthy"),
+        )
         .where(ServiceInstance.service_id.in_(list(service_ids)))
         .group_by(ServiceInstance.service_id)
     )
     rows = await session.execute(query)
-    return {row[0]: InstanceCounts(total=row[1], running=int(row[2] or 0)) for row in rows}
+    return {
+        row[0]: InstanceCounts(
+            total=row[1],
+            running=int(row[2] or 0),
+            healthy=int(row[3] or 0),
+            unhealthy=int(row[4] or 0),
+        )
+        for row in rows
+    }
 
 
 def _fqdn_error(grid: Grid, stack: str, name: str, instances: int) -> str | None:

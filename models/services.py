@@ -58,6 +58,11 @@ class ServiceInstance(ObjectIdMixin, TimestampMixin, Base):
     rev: Mapped[str | None] = mapped_column(String(64))
     state: Mapped[str] = mapped_column(String(16), default="initialized")
     error: Mapped[str | None] = mapped_column(String(2048))
+    # The agent's last health probe of the container at ``deploy_rev`` (healthy/unhealthy; None:
+    # no health check, not probed yet, or not running) and why it failed.
+    health_status: Mapped[str | None] = mapped_column(String(16))
+    health_status_at: Mapped[datetime | None] = mapped_column()
+    health_error: Mapped[str | None] = mapped_column(String(512))
 
 
 class ServiceDeploy(ObjectIdMixin, WorkRowMixin, Base):

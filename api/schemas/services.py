@@ -261,8 +261,10 @@ def service_view(
             key: check.get(key)
             for key in ("protocol", "uri", "port", "timeout", "initial_delay", "interval")
         }
-        # Per-container health arrives with the agent's reports; until then nothing is healthy.
-        view.health_status = HealthStatus(healthy=0, unhealthy=0, total=counts.total)
+        # What the agents' probes last said; an instance not probed yet counts in neither.
+        view.health_status = HealthStatus(
+            healthy=counts.healthy, unhealthy=counts.unhealthy, total=counts.total
+        )
     return view
 
 

@@ -139,16 +139,39 @@ class PodBook:
     def __init__(self) -> None:
         self.pods: list[dict[str, Any]] = []
         self.states: list[dict[str, Any]] = []
+        self.health: list[dict[str, Any]] = []  # /node_service_pods/set_health params[1]
+        self.oneshot_marks: list[list[Any]] = []  # /node_service_pods/mark_oneshot_hook params
         self.list_calls = 0
         self._changed = asyncio.Event()
 
     def replies(self) -> dict[str, Any]:
-        """Auto-answers for /nodes/update, /node_service_pods/list and .../set_state."""
+        """Auto-answers for /nodes/update and the /node_service_pods/* requests."""
         return {
             "/nodes/update": {},
             "/node_service_pods/list": self._list,
             "/node_service_pods/set_state": self._set_state,
+            "/node_service_pods/set_health": self._set_health,
+            "/node_service_pods/mark_oneshot_hook": self._mark_oneshot,
         }
+
+    def _set_health(self, params: list[Any]) -> dict[str, Any]:
+        self.health.append(params[1])
+        self._changed.set()
+        return {}
+
+    def _mark_oneshot(self, params: list[Any]) -> dict[str, Any]:
+        self.oneshot_marks.append(params)
+        return {}
+
+    async def wait_health(self, timeout: float = DEADLINE, **expected: Any) -> dict[str, Any]:
+        """The first reported health whose items include ``expected`` (waits for it)."""
+        async with asyncio.timeout(timeout):
+            while True:
+                for report in self.health:
+                    if all(report.get(k) == v for k, v in expected.items()):
+                        return report
+                self._changed.clear()
+                await self._changed.wait()
 
     def _list(self, params: list[Any]) -> dict[str, Any]:
         self.list_calls += 1

@@ -3,7 +3,8 @@
 :class:`SimulatedAgents` stands in for core.node_rpc: there is no socket and no Docker. When
 the deployer nudges a node, the "agent" is simulated in-process: it lists the node's pods
 through the real ``/node_service_pods/list`` handler and reports each pod's state through the
-real ``/node_service_pods/set_state`` handler, as the real agent does after converging.
+real ``/node_service_pods/set_state`` handler, as the real agent does after converging (and,
+for instances named in ``health``, a probe result through ``/node_service_pods/set_health``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from sqlalchemy import select
 
 from core.deployer import DeployEnv
 from core.node_rpc import NodeOffline, NodeRef, node_pk
-from core.pod_rpc import list_pods, set_state
+from core.pod_rpc import list_pods, set_health, set_state
 from core.service_spec import default_spec
 from core.vault import Vault
 from models import Grid, Node, Service, ServiceDeploy, ServiceInstance
@@ -38,6 +39,8 @@ class SimulatedAgents:
     vault: Vault
     offline: set[str] = field(default_factory=set)
     behaviour: dict[int, str] = field(default_factory=dict)
+    # instance number → "healthy", or the error of an unhealthy probe, reported after the state.
+    health: dict[int, str] = field(default_factory=dict)
     delay: float = 0.0
     calls: list[tuple[str, str, list[Any]]] = field(default_factory=list)
     # Per sync: how many instances were assigned this rev but not yet reported (rolling width).
@@ -99,6 +102,13 @@ class SimulatedAgents:
                 node = await session.get(Node, node_pk_)
                 assert node is not None
                 await set_state(session, node, [node.node_id, report])
+                probe = self.health.get(pod["instance_number"])
+                if probe is not None and report["state"] == "running":
+                    health = {**report, "status": "healthy"}
+                    if probe != "healthy":
+                        health.update(status="unhealthy", error=probe)
+                    del health["state"]
+                    await set_health(session, node, [node.node_id, health])
                 await session.commit()
 
     def _report(self, pod: dict[str, Any]) -> dict[str, Any] | None:
