@@ -23,6 +23,7 @@ MODULES = (
     "api.controllers.queues",
     "api.controllers.metrics",
     "api.controllers.certificates",
+    "api.controllers.volumes",
 )
 
 
