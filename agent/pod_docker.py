@@ -8,6 +8,7 @@ from typing import Any, Protocol
 from docker.errors import APIError, DockerException, NotFound
 
 from agent.pod_plan import ContainerFacts
+from agent.volumes import VolumeError, ensure_volume
 from core.protocol import (
     POD_LABEL_DEPLOY_REV,
     POD_LABEL_GRID,
@@ -201,16 +202,7 @@ class PodDocker:
     async def create(self, pod: ServicePod, node_name: str) -> str:
         """Create the pod's container; returns its id."""
         try:
-            for volume in pod.volumes:
-                # A named volume of another driver must exist before the container names it
-                # (Docker would silently create a "local" one); creating an existing one is a no-op.
-                if volume.name and volume.driver and not volume.bind_mount:
-                    await self.api.call(
-                        "create_volume",
-                        volume.name,
-                        driver=volume.driver,
-                        driver_opts=dict(volume.driver_opts) or None,
-                    )
+            await self.ensure_volumes(pod)
             host_config = await self.api.call("create_host_config", **host_config_args(pod))
             created = await self.api.call(
                 "create_container", host_config=host_config, **create_args(pod, node_name)
@@ -220,6 +212,15 @@ class PodDocker:
                 f"creating container {pod.container_name} failed: {docker_error(exc)}"
             ) from exc
         return str(created["Id"])
+
+    async def ensure_volumes(self, pod: ServicePod) -> None:
+        """Create the pod's named volumes that are missing, with their driver and labels."""
+        for volume in pod.volumes:
+            if volume.name and not volume.bind_mount:
+                try:
+                    await ensure_volume(self.api, volume)
+                except VolumeError as exc:
+                    raise PodError(str(exc)) from exc
 
     async def step(self, what: str, fn: str, container: str, name: str, **kwargs: Any) -> None:
         """One container operation (start, stop, restart, remove); NotFound is not an error."""

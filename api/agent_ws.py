@@ -17,8 +17,8 @@ from typing import Any
 from litestar import WebSocket, websocket
 from litestar.exceptions import WebSocketDisconnect
 
-import core.pod_rpc  # noqa: F401  (registers the service pod methods)
-from core import protocol
+# Imported for their @agent_method registrations: service pod and node volume methods.
+from core import pod_rpc, protocol, volume_rpc  # noqa: F401
 from core.node_connection import (
     check_connection,
     load_node_info,

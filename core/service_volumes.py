@@ -17,14 +17,10 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core.protocol import VOLUME_LABEL_GRID, VOLUME_LABEL_ID, VOLUME_LABEL_SCOPE
 from core.service_spec import parse_volume
 from models import Node, Service, Volume, VolumeInstance
 from models.services import NULL_STACK
-
-# Labels on the Docker volumes the agent creates (Kontena's agent used the same keys).
-VOLUME_LABEL_ID = "io.kontena.volume.id"  # the volume's API id, ``grid/name``
-VOLUME_LABEL_GRID = "io.kontena.grid.name"
-VOLUME_LABEL_SCOPE = "io.kontena.volume.scope"
 
 
 @dataclass(frozen=True)
@@ -84,6 +80,45 @@ def volume_labels(grid_name: str, ref: VolumeRef) -> dict[str, str]:
         VOLUME_LABEL_GRID: grid_name,
         VOLUME_LABEL_SCOPE: ref.scope,
     }
+
+
+def pod_volumes(
+    grid_name: str,
+    service: Service,
+    instance_number: int,
+    node: Node | None,
+    refs: Mapping[str, VolumeRef],
+) -> list[dict[str, Any]]:
+    """The pod's mounts: bind mounts, resolved named volumes, anonymous volumes.
+
+    A name that does not resolve to a grid volume becomes an anonymous volume, as on Kontena.
+    """
+    mounts: list[dict[str, Any]] = []
+    for text in (service.spec or {}).get("volumes") or []:
+        try:
+            parsed = parse_volume(str(text))
+        except ValueError:
+            continue  # validated on create/update; an old bad value is skipped, not fatal
+        flags = ",".join(parsed["flags"]) or None
+        ref = refs.get(parsed["volume"]) if parsed["volume"] else None
+        if parsed["bind_mount"]:
+            mounts.append(
+                {"bind_mount": parsed["bind_mount"], "path": parsed["path"], "flags": flags}
+            )
+        elif ref is not None:
+            mounts.append(
+                {
+                    "name": docker_volume_name(ref, service, instance_number),
+                    "path": parsed["path"],
+                    "flags": flags,
+                    "driver": driver_for_node(ref.driver, node),
+                    "driver_opts": dict(ref.driver_opts),
+                    "labels": volume_labels(grid_name, ref),
+                }
+            )
+        else:
+            mounts.append({"path": parsed["path"]})
+    return mounts
 
 
 def _ref(volume: Volume) -> VolumeRef:
@@ -181,6 +216,35 @@ async def record_volume_instances(
                 session.add(VolumeInstance(volume_id=volume_id, node_id=node.id, name=name))
         except IntegrityError:
             pass  # a concurrent list of the same node recorded it first
+
+
+async def record_pod_volumes(
+    session: AsyncSession, node: Node, pods: Iterable[Mapping[str, Any]]
+) -> None:
+    """Record the named volumes of the pods a node was just sent (it creates them if missing).
+
+    Recorded before the agent sees the pods, so a volume on a node always has its row: the
+    volume-instance filter can keep the instance there and a volume delete finds the node.
+    """
+    names: dict[str, str] = {}  # docker name → grid volume name
+    for pod in pods:
+        if pod.get("desired_state") == "terminated":
+            continue
+        for mount in pod.get("volumes") or []:
+            volume_id = (mount.get("labels") or {}).get(VOLUME_LABEL_ID)
+            if mount.get("name") and volume_id:
+                names[mount["name"]] = str(volume_id).partition("/")[2]
+    if not names:
+        return
+    rows = await session.execute(
+        select(Volume.name, Volume.id).where(
+            Volume.grid_id == node.grid_id, Volume.name.in_(set(names.values()))
+        )
+    )
+    ids = {name: volume_id for name, volume_id in rows}
+    await record_volume_instances(
+        session, node, [(ids[grid], name) for name, grid in names.items() if grid in ids]
+    )
 
 
 async def node_volume_instances(
