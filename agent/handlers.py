@@ -16,6 +16,7 @@ from agent.node_info import build_node_update, detect_private_ip
 from agent.pods import ServicePodManager
 from agent.rpc import NotConnected, RemoteError, RpcPeer, RpcTimeout
 from agent.stats import StatsCollector
+from agent.volumes import VolumeSync
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,13 @@ class NodeSession:
         if pods is not None:
             peer.handlers["/service_pods/notify_update"] = pods.notify_update
             peer.handlers["/service_pods/restart"] = pods.restart
+            volumes = VolumeSync(peer, pods.docker.api, identity.node_id, self._grid_name)
+            peer.handlers["/volumes/notify_update"] = volumes.notify_update
+
+    def _grid_name(self) -> str | None:
+        grid = (self._state.node_info or {}).get("grid") or {}
+        name = grid.get("name")
+        return str(name) if name else None
 
     @property
     def updated(self) -> bool:

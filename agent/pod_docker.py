@@ -8,6 +8,7 @@ from typing import Any, Protocol
 from docker.errors import APIError, DockerException, NotFound
 
 from agent.pod_plan import ContainerFacts
+from agent.volumes import VolumeError, ensure_volume
 from core.protocol import (
     POD_LABEL_DEPLOY_REV,
     POD_LABEL_GRID,
@@ -224,6 +225,15 @@ class PodDocker:
                 f"creating container {pod.container_name} failed: {docker_error(exc)}"
             ) from exc
         return str(created["Id"])
+
+    async def ensure_volumes(self, pod: ServicePod) -> None:
+        """Create the pod's named volumes that are missing, with their driver and labels."""
+        for volume in pod.volumes:
+            if volume.name and not volume.bind_mount:
+                try:
+                    await ensure_volume(self.api, volume)
+                except VolumeError as exc:
+                    raise PodError(str(exc)) from exc
 
     async def step(self, what: str, fn: str, container: str, name: str, **kwargs: Any) -> None:
         """One container operation (start, stop, restart, remove); NotFound is not an error."""

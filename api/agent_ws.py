@@ -17,9 +17,8 @@ from typing import Any
 from litestar import WebSocket, websocket
 from litestar.exceptions import WebSocketDisconnect
 
-import core.container_updates
-import core.pod_rpc  # noqa: F401  (registers the service pod methods)
-from core import protocol
+# Imported for their @agent_method registrations: service pods, containers, node volumes.
+from core import container_updates, pod_rpc, protocol, volume_rpc  # noqa: F401
 from core.node_connection import (
     check_connection,
     load_node_info,

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.pods import PodError, pod_service_name, spec_ports
+from core.service_volumes import node_volume_instances, service_volume_refs
 from models import Grid, Node, Service, ServiceInstance
 from scheduler.placement import plan_deploy
 from scheduler.placement.model import InstanceView, NodeView, Plan, ServiceView
@@ -51,14 +53,6 @@ def _node_ports(spec: Mapping[str, Any]) -> tuple[int, ...]:
         return ()
 
 
-def _volume_drivers(spec: Mapping[str, Any]) -> tuple[str, ...]:
-    drivers = []
-    for volume in spec.get("volumes") or []:
-        if isinstance(volume, Mapping) and volume.get("driver"):
-            drivers.append(str(volume["driver"]))
-    return tuple(drivers)
-
-
 def service_view(service: Service) -> ServiceView:
     """The service as placement sees it."""
     spec = service.spec or {}
@@ -74,7 +68,6 @@ def service_view(service: Service) -> ServiceView:
         node_ports=_node_ports(spec),
         cpus=spec.get("cpus"),
         memory=int(memory) if memory else None,
-        volume_drivers=_volume_drivers(spec),
         volumes_from=tuple(spec.get("volumes_from") or ()),
         net=spec.get("net") or "bridge",
     )
@@ -114,9 +107,16 @@ async def plan_service(session: AsyncSession, grid: Grid, service: Service) -> P
         )
         for instance, other in rows
     ]
-    return plan_deploy(
+    refs = list((await service_volume_refs(session, service)).values())
+    view = replace(
         service_view(service),
-        [node_view(n) for n in nodes],
+        volume_drivers=tuple(dict.fromkeys(ref.driver for ref in refs)),
+        instance_volumes=tuple(dict.fromkeys(r.name for r in refs if r.scope == "instance")),
+    )
+    held = await node_volume_instances(session, [n.id for n in nodes]) if refs else {}
+    return plan_deploy(
+        view,
+        [replace(node_view(n), volume_instances=held.get(n.id, ())) for n in nodes],
         existing,
         list(grid.default_affinity or ()),
     )

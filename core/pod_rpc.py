@@ -17,6 +17,7 @@ from core.node_updates import AgentError, agent_method
 from core.pods import PodError, PodInputs, build_pod, load_pod_inputs, pod_dict
 from core.protocol import PodHealth, PodHookRef, PodState
 from core.secrets import MissingSecretError
+from core.service_volumes import record_pod_volumes
 from core.vault import Vault
 from models import Grid, Node, Service, ServiceInstance
 from models.base import utcnow
@@ -78,7 +79,9 @@ async def node_pods(session: AsyncSession, node: Node, vault: Vault | None) -> l
 async def list_pods(session: AsyncSession, node: Node, params: list[Any]) -> Any:
     """``(node_id)`` → ``{"service_pods": [pod]}`` for the connection's node."""
     vault = session.info.get("vault")
-    return {"service_pods": await node_pods(session, node, vault)}
+    pods = await node_pods(session, node, vault)
+    await record_pod_volumes(session, node, pods)
+    return {"service_pods": pods}
 
 
 @agent_method("/node_service_pods/set_state")

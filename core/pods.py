@@ -25,6 +25,8 @@ from core.protocol import (
 )
 from core.registries import registry_credentials_for_image
 from core.secrets import resolve_service_secrets
+from core.service_volumes import VolumeRef, service_volume_refs
+from core.service_volumes import pod_volumes as _pod_volumes
 from core.vault import Vault
 from models import Grid, Node, Service, ServiceInstance
 from models.services import NULL_STACK
@@ -47,6 +49,8 @@ class PodInputs:
 
     secret_env: list[str] = field(default_factory=list)
     image_credentials: dict[str, str] | None = None
+    # The grid volumes the spec's ``name:/path`` mounts stand for, by the name the spec uses.
+    volumes: dict[str, VolumeRef] = field(default_factory=dict)
 
 
 async def load_pod_inputs(
@@ -64,6 +68,7 @@ async def load_pod_inputs(
         image_credentials=(
             {k: v for k, v in credentials.items() if v is not None} if credentials else None
         ),
+        volumes=await service_volume_refs(session, service),
     )
 
 
@@ -252,6 +257,7 @@ def build_pod(
     for key in ("cap_add", "cap_drop", "devices"):
         pod[key] = list(spec.get(key) or [])
     pod["net"] = spec.get("net") or "bridge"
+    pod["volumes"] = _pod_volumes(grid.name, service, number, node, inputs.volumes)
     pod["log_opts"] = {str(k): str(v) for k, v in (spec.get("log_opts") or {}).items()}
     try:
         return msgspec.convert(pod, ServicePod, strict=False)

@@ -159,6 +159,13 @@ POD_LABEL_STACK = "io.kontena.stack.name"
 POD_LABEL_GRID = "io.kontena.grid.name"
 
 
+# Labels on the Docker volumes the agent creates for grid volumes (Kontena's agent used
+# ``io.kontena.volume.id`` too); the agent removes only volumes that carry them.
+VOLUME_LABEL_ID = "io.kontena.volume.id"  # the volume's API id, ``grid/name``
+VOLUME_LABEL_GRID = "io.kontena.grid.name"
+VOLUME_LABEL_SCOPE = "io.kontena.volume.scope"
+
+
 class PodPort(msgspec.Struct, frozen=True):
     """A published port."""
 
@@ -177,6 +184,7 @@ class PodVolume(msgspec.Struct, frozen=True, omit_defaults=True):
     name: str | None = None
     driver: str | None = None
     driver_opts: dict[str, str] = {}
+    labels: dict[str, str] = {}  # put on a named volume the agent creates
 
 
 class PodHook(msgspec.Struct, frozen=True, omit_defaults=True):

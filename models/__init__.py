@@ -14,6 +14,7 @@ from models.secrets import GridSecret
 from models.services import Service, ServiceDeploy, ServiceInstance
 from models.tokens import AccessToken
 from models.users import Role, User, grid_users, user_roles
+from models.volumes import Volume, VolumeInstance
 from models.work import WorkRowMixin, WorkState
 
 __all__ = [
@@ -41,6 +42,8 @@ __all__ = [
     "ServiceInstance",
     "TickRun",
     "User",
+    "Volume",
+    "VolumeInstance",
     "WorkRowMixin",
     "WorkState",
     "grid_users",

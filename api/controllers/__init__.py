@@ -24,6 +24,7 @@ MODULES = (
     "api.controllers.queues",
     "api.controllers.metrics",
     "api.controllers.certificates",
+    "api.controllers.volumes",
 )
 
 

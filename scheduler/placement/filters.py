@@ -32,9 +32,12 @@ def _ruby_list(items: Iterable[str]) -> str:
 
 
 def volume_instance_name(service: ServiceView, volume: str, instance_number: int) -> str:
-    """The name of an instance-scoped volume's instance: ``<stack>.<svc>.<vol>-<n>``."""
-    bare = service.name.rpartition(".")[2]
-    return f"{service.stack}.{bare}.{volume}-{instance_number}"
+    """The Docker volume of an instance-scoped volume: ``<stack>.<svc>.<vol>-<n>``.
+
+    ``service.name`` is already ``stack.svc`` (``svc`` alone in the null stack, as Kontena's
+    ``name_with_stack`` and core.service_volumes.docker_volume_name name it).
+    """
+    return f"{service.name}.{volume}-{instance_number}"
 
 
 def availability(ctx: InstanceContext, nodes: Nodes) -> Nodes:

@@ -139,7 +139,7 @@ def test_volume_plugin_missing_everywhere_lists_the_drivers() -> None:
 
 def test_volume_instance_names() -> None:
     assert volume_instance_name(service("app.db"), "data", 2) == "app.db.data-2"
-    assert volume_instance_name(service("db"), "data", 1) == "null.db.data-1"
+    assert volume_instance_name(service("db"), "data", 1) == "db.data-1"
 
 
 @pytest.mark.parametrize(
