@@ -167,7 +167,8 @@ class AcmeClient:
                 raise AcmeError(f"ACME error: {error.detail or error.code or error}") from error
             except errors.Error as error:
                 raise AcmeError(f"ACME client error: {error}") from error
-            except requests.RequestException as error:
+            except (requests.RequestException, OSError) as error:
+                # OSError: requests' own, e.g. a CA bundle path that does not exist.
                 raise AcmeError(f"ACME server unreachable: {error}") from error
         raise AssertionError("unreachable")
 
