@@ -4,12 +4,15 @@ Same setup as tests/e2e/test_deploy.py (the API in the test's loop, a real Drama
 Redis, a real agent on a real Docker daemon) plus the run's Pebble. The linked service is busybox
 httpd publishing Pebble's http-01 port (its ``httpPort``) on 127.0.0.1, the address
 pebble-challtestsrv resolves every name to; a start script writes each ``ACME_CHALLENGE_<token>``
-env var into ``/.well-known/acme-challenge/<token>``.
+env var into ``/.well-known/acme-challenge/<token>``. Then a service using the certificate runs
+with it as env, and a renewal (the tick's function with a clock at the renewal time) redeploys it
+with the new certificate.
 """
 
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 from typing import Any
 
 import docker
@@ -19,12 +22,16 @@ import pytest
 from cryptography import x509
 from sqlalchemy import select
 
+from core.acme_work import AcmeEnv, renew_due
+from core.config import Settings
+from core.runtime import Runtime
+from core.vault import Vault
 from models import AcmeAccount, Certificate
 from models.db import Database
 from tests.acme.test_certificates import verify_chain
 from tests.conftest import Caller
 from tests.e2e import test_deploy
-from tests.e2e.test_deploy import GRID, _service_id
+from tests.e2e.test_deploy import GRID, _service_id, deployed
 from tests.e2e.test_real_nodes import Agents, eventually, online
 from tests.fixtures.acme import Pebble
 
@@ -55,7 +62,7 @@ async def json_of(client: httpx.AsyncClient, admin: Caller, url: str) -> dict[st
     return body
 
 
-async def test_http01_challenge_reaches_a_real_container_through_a_forced_deploy(
+async def test_http01_through_a_forced_deploy_and_a_renewal_redeploys_the_consumer(
     client: httpx.AsyncClient,
     admin: Caller,
     agents: Agents,
@@ -64,6 +71,9 @@ async def test_http01_challenge_reaches_a_real_container_through_a_forced_deploy
     docker_clients: list[docker.DockerClient],
     busybox_image: str,
     db: Database,
+    vault: Vault,
+    settings: Settings,
+    runtime: Runtime,
     pebble: Pebble,
 ) -> None:
     started = time.monotonic()
@@ -167,3 +177,46 @@ async def test_http01_challenge_reaches_a_real_container_through_a_forced_deploy
     sans = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert sans.get_values_for_type(x509.DNSName) == [DOMAIN]
     print(f"\nhttp-01 through a forced deploy, end to end: {time.monotonic() - started:.2f} s")
+
+    # A service using the certificate gets it as env; the renewal tick redeploys it.
+    created = await client.post(
+        f"/v1/grids/{GRID}/services",
+        json={
+            "name": "app",
+            "image": busybox_image,
+            "stateful": False,
+            "cmd": ["sleep", "3600"],
+            "certificates": [{"subject": DOMAIN, "name": "SSL_CERTS", "type": "env"}],
+        },
+        headers=admin.headers,
+    )
+    assert created.status_code == 201, created.text
+    first = await client.post(
+        f"/v1/services/{GRID}/null/app/deploy", json={}, headers=admin.headers
+    )
+    assert (await deployed(client, admin, "app", first.json()))["state"] == "success"
+    app_id = await _service_id(db, "app")
+    assert ssl_certs(docker_clients[0], app_id).startswith(cert.cert_pem)
+
+    started = time.monotonic()
+    assert cert.next_renewal_at is not None
+    due = cert.next_renewal_at + timedelta(minutes=1)
+    acme = AcmeEnv(db=db, vault=vault, settings=settings, sender=runtime.sender, clock=lambda: due)
+    assert await renew_due(acme) == [DOMAIN]
+    async with db.session() as session:
+        renewed = (await session.execute(select(Certificate))).scalar_one()
+    assert renewed.cert_pem != cert.cert_pem
+    deploys = await json_of(client, admin, f"/v1/services/{GRID}/null/app/deploys")
+    (redeploy,) = [d for d in deploys["deploys"] if d["id"] != first.json()["id"]]
+    assert (await deployed(client, admin, "app", redeploy))["state"] == "success"
+    assert ssl_certs(docker_clients[0], app_id).startswith(renewed.cert_pem)
+    print(f"renewal reaching the consuming container: {time.monotonic() - started:.2f} s")
+
+
+def ssl_certs(daemon: docker.DockerClient, service_id: str) -> str:
+    """The SSL_CERTS env value of the service's (single) running container."""
+    (container,) = daemon.containers.list(filters={"label": f"io.kontena.service.id={service_id}"})
+    for item in container.attrs["Config"]["Env"]:
+        if item.startswith("SSL_CERTS="):
+            return str(item.removeprefix("SSL_CERTS="))
+    return ""
