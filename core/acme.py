@@ -15,12 +15,20 @@ import msgspec
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core import work
+from core import config_store, work
 from core.acme_client import new_account_key
 from core.errors import Invalid, NotFound
 from core.vault import Vault
 from core.vault_columns import acme_account_context
-from models import AcmeAccount, Certificate, CertificateRequest, DomainAuthorization, Grid, Service
+from models import (
+    AcmeAccount,
+    Certificate,
+    CertificateRequest,
+    DomainAuthorization,
+    Grid,
+    Service,
+    ServiceDeploy,
+)
 from models.base import utcnow
 from models.services import NULL_STACK
 from models.work import WorkState
@@ -39,10 +47,11 @@ ISSUE = work.register(
 )
 
 # Global config keys (``/v1/config``) that override KONTENA_ACME_DIRECTORY / _CA_BUNDLE /
-# _DNS_RESOLVERS.
+# _DNS_RESOLVERS / _HTTP01_PORT; ``grid.<grid name>.<key>`` overrides them for one grid.
 DIRECTORY_KEY = "acme.directory"
 CA_BUNDLE_KEY = "acme.ca_bundle"
 DNS_RESOLVERS_KEY = "acme.dns_resolvers"
+HTTP01_PORT_KEY = "acme.http01_port"
 AUTH_TYPES = ("dns-01", "http-01")
 CERT_TYPES = ("cert", "chain", "fullchain")
 NO_REGISTRATION = {"le_registration": "Let's Encrypt registration missing"}
@@ -70,6 +79,24 @@ class CertificateBody(msgspec.Struct, kw_only=True):
     cert_type: str = "fullchain"
 
 
+def grid_key(grid_name: str, key: str) -> str:
+    """The config key that overrides ``key`` for one grid: ``grid.<grid name>.<key>``."""
+    return f"grid.{grid_name}.{key}"
+
+
+async def setting_for_grid(
+    session: AsyncSession, vault: Vault, grid_name: str | None, key: str
+) -> str | None:
+    """The grid's config value of ``key``, else the global one, else None (use the env)."""
+    keys = ([grid_key(grid_name, key)] if grid_name else []) + [key]
+    values = await config_store.get_values(session, vault, keys)
+    for candidate in keys:
+        value = values.get(candidate)
+        if value is not None and value != "":
+            return str(value)
+    return None
+
+
 async def find_account(session: AsyncSession, grid: Grid) -> AcmeAccount | None:
     """The grid's ACME account row, if registered (or being registered)."""
     stmt = select(AcmeAccount).where(AcmeAccount.grid_id == grid.id)
@@ -93,6 +120,8 @@ async def register(
         session.add(account)
     else:
         account.email = email
+        # A re-registration follows a changed directory (the grid's or the global setting).
+        account.directory = directory
         account.state = WorkState.CREATED.value
         account.reason = None
         account.finished_at = None
@@ -126,8 +155,13 @@ def publishes_port(service: Service, port: int) -> bool:
     return any(int(p.get("node_port", 0)) == port for p in spec.get("ports") or [])
 
 
-async def authorize(session: AsyncSession, grid: Grid, body: AuthorizeBody) -> DomainAuthorization:
-    """Validate and (re)create the domain's authorization; the job asks the CA."""
+async def authorize(
+    session: AsyncSession, grid: Grid, body: AuthorizeBody, http_port: int = 80
+) -> DomainAuthorization:
+    """Validate and (re)create the domain's authorization; the job asks the CA.
+
+    ``http_port`` is the node port the CA connects to for http-01 (80, except for a test CA).
+    """
     await _require_account(session, grid)
     kind = body.authorization_type
     domain = body.domain.strip().lower()
@@ -151,8 +185,8 @@ async def authorize(session: AsyncSession, grid: Grid, body: AuthorizeBody) -> D
         service = await find_service(session, grid, body.linked_service)
         if service is None:
             raise Invalid({"linked_service": f"Linked service not found: {body.linked_service}"})
-        if not publishes_port(service, 80):
-            raise Invalid({"linked_service": "Linked service does not have port 80 open"})
+        if not publishes_port(service, http_port):
+            raise Invalid({"linked_service": f"Linked service does not have port {http_port} open"})
     # As the original: a new authorization replaces the domain's previous one.
     await session.execute(
         delete(DomainAuthorization).where(
@@ -191,12 +225,28 @@ async def get_authorization(session: AsyncSession, grid: Grid, domain: str) -> D
     return row
 
 
-def authorization_status(row: DomainAuthorization, now: datetime | None = None) -> str:
-    """Kontena's rendered status of an authorization."""
+async def challenge_deploy(session: AsyncSession, row: DomainAuthorization) -> ServiceDeploy | None:
+    """The forced deploy delivering the authorization's http-01 challenge, if any (and kept)."""
+    return await session.get(ServiceDeploy, row.deploy_id) if row.deploy_id else None
+
+
+def authorization_status(
+    row: DomainAuthorization, now: datetime | None = None, deploy: ServiceDeploy | None = None
+) -> str:
+    """Kontena's rendered status of an authorization.
+
+    While the challenge deploy of an http-01 authorization runs it is ``deploying``; a failed
+    one shows ``deploy_error`` (as the original's status did); then Kontena's state.
+    """
     if row.state == WorkState.ERROR.value:
         return "error"
     if row.state != WorkState.SUCCESS.value:
         return "created"
+    if deploy is not None and row.authz_state in ("created", "requested"):
+        if deploy.state in (WorkState.CREATED.value, WorkState.ONGOING.value):
+            return "deploying"
+        if deploy.state == WorkState.ERROR.value:
+            return "deploy_error"
     now = now or utcnow()
     if row.authz_state != "validated" and row.expires_at is not None and row.expires_at < now:
         return "expired"

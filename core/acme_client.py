@@ -113,6 +113,23 @@ class DnsChallenge:
     expires_at: dt.datetime | None
 
 
+@dataclass(frozen=True)
+class HttpChallenge:
+    """An http-01 challenge: the token and the key authorization served at its URL."""
+
+    authz_url: str
+    challenge_url: str
+    token: str
+    key_authorization: str
+    expires_at: dt.datetime | None
+
+
+CHALLENGE_TYPES: dict[str, type[challenges.Challenge]] = {
+    "dns-01": challenges.DNS01,
+    "http-01": challenges.HTTP01,
+}
+
+
 class AcmeClient:
     """One account's view of one ACME directory (blocking calls)."""
 
@@ -150,7 +167,8 @@ class AcmeClient:
                 raise AcmeError(f"ACME error: {error.detail or error.code or error}") from error
             except errors.Error as error:
                 raise AcmeError(f"ACME client error: {error}") from error
-            except requests.RequestException as error:
+            except (requests.RequestException, OSError) as error:
+                # OSError: requests' own, e.g. a CA bundle path that does not exist.
                 raise AcmeError(f"ACME server unreachable: {error}") from error
         raise AssertionError("unreachable")
 
@@ -191,15 +209,37 @@ class AcmeClient:
                 )
         raise AcmeError("LE did not offer any dns-01 challenge")
 
-    def validate(self, authz_url: str, deadline: float) -> tuple[str, str | None]:
-        """Answer the authorization's dns-01 challenge if pending; wait for valid/invalid.
+    def http_challenge(self, domain: str) -> HttpChallenge:
+        """Start an order for ``domain`` and return its http-01 challenge."""
+        order = self._new_order([domain])
+        authzr = order.authorizations[0]
+        for challb in authzr.body.challenges:
+            if isinstance(challb.chall, challenges.HTTP01):
+                return HttpChallenge(
+                    authz_url=str(authzr.uri),
+                    challenge_url=str(challb.uri),
+                    token=challb.chall.encode("token"),
+                    key_authorization=challb.chall.validation(self.key),
+                    expires_at=authzr.body.expires,
+                )
+        raise AcmeError("LE did not offer any http-01 challenge")
+
+    def authz_status(self, authz_url: str) -> str:
+        """The CA's status of an authorization (``valid``, ``pending``, ``expired``…)."""
+        return str(self._authz(authz_url).body.status.name)
+
+    def validate(
+        self, authz_url: str, deadline: float, kind: str = "dns-01"
+    ) -> tuple[str, str | None]:
+        """Answer the authorization's ``kind`` challenge if pending; wait for valid/invalid.
 
         Returns (status, error detail).
         """
+        wanted = CHALLENGE_TYPES[kind]
         authzr = self._authz(authz_url)
         if authzr.body.status == messages.STATUS_PENDING:
             for challb in authzr.body.challenges:
-                if isinstance(challb.chall, challenges.DNS01):
+                if isinstance(challb.chall, wanted):
                     self._answer(challb)
                     break
         while authzr.body.status in (messages.STATUS_PENDING, messages.STATUS_PROCESSING):

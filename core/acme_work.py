@@ -17,7 +17,7 @@ from cryptography import x509
 from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core import acme_dns, config_store, secrets
+from core import acme_dns, secrets, service_actions
 from core.acme import (
     AUTHORIZE,
     CA_BUNDLE_KEY,
@@ -25,14 +25,26 @@ from core.acme import (
     ISSUE,
     REGISTER,
     legacy_secret_names,
+    setting_for_grid,
 )
 from core.acme_client import AcmeClient, AcmeError, RateLimited, new_private_key_pem
 from core.config import Settings
 from core.events import Severity, record_event
+from core.jobs import Job, JobSender
+from core.services import service_path
+from core.unit_of_work import UnitOfWork
 from core.vault import Vault
 from core.vault_columns import acme_account_context, certificate_context
 from core.work import WorkKind, claim, finish
-from models import AcmeAccount, Certificate, CertificateRequest, DomainAuthorization, Grid
+from models import (
+    AcmeAccount,
+    Certificate,
+    CertificateRequest,
+    DomainAuthorization,
+    Grid,
+    Service,
+    ServiceDeploy,
+)
 from models.base import utcnow
 from models.db import Database
 from models.work import WorkState
@@ -40,17 +52,47 @@ from models.work import WorkState
 VALIDATION_TIMEOUT = 30.0
 BACKOFF = (timedelta(minutes=1), timedelta(minutes=10), timedelta(minutes=100))
 DAILY = timedelta(days=1)
+ARI_MAX_CHECK_INTERVAL = timedelta(days=1)
 RENEW_BATCH = 50
+# The certificate request waits this long for the forced deploy delivering an http-01
+# challenge (the original's renewal waited 300 s; the certs actor's time limit is 5 min).
+CHALLENGE_DEPLOY_WAIT = 240.0
+UOW_KEY = "acme_uow"
+
+
+class _NoSender:
+    """Without a broker the deploy rows stay ``created``; the recovery tick sends them."""
+
+    def send(self, job: Job) -> None:
+        raise RuntimeError(f"no job sender: {job.actor} is left to the recovery tick")
 
 
 @dataclass
 class AcmeEnv:
-    """What the ACME steps need: database, vault, settings and a clock (tests inject one)."""
+    """What the ACME steps need: database, vault, settings, a job sender and a clock."""
 
     db: Database
     vault: Vault
     settings: Settings
     clock: Any = field(default=utcnow)
+    # Sends the deploys ACME asks for (http-01 challenges, certificate consumers).
+    sender: JobSender | None = None
+    challenge_deploy_wait: float = CHALLENGE_DEPLOY_WAIT
+    poll_interval: float = 0.25
+
+
+def _unit_of_work(env: AcmeEnv, session: AsyncSession) -> UnitOfWork:
+    """The session's unit of work: deploy jobs go out only after their rows are committed."""
+    uow = session.info.get(UOW_KEY)
+    if uow is None:
+        uow = session.info[UOW_KEY] = UnitOfWork(session, env.sender or _NoSender())
+    assert isinstance(uow, UnitOfWork)
+    return uow
+
+
+async def _commit(env: AcmeEnv, session: AsyncSession) -> None:
+    """Commit, then send the jobs buffered so far."""
+    await _unit_of_work(env, session).commit()
 
 
 async def _perform(env: AcmeEnv, kind: WorkKind, row_id: str, step: Any) -> bool:
@@ -65,19 +107,24 @@ async def _perform(env: AcmeEnv, kind: WorkKind, row_id: str, step: Any) -> bool
             finish(session, row, WorkState.ERROR, str(error))
         if not WorkState(row.state).terminal:
             finish(session, row, WorkState.SUCCESS)
-        await session.commit()
+        await _commit(env, session)
         return True
 
 
-async def _setting(env: AcmeEnv, session: AsyncSession, key: str, default: str) -> str:
-    # A global config key (set through /v1/config) wins over the environment.
-    value = await config_store.get_value(session, env.vault, key)
-    return str(value) if value else default
+async def _setting(
+    env: AcmeEnv, session: AsyncSession, grid_id: str, key: str, default: str
+) -> str:
+    # The grid's key wins over the global one (both set through /v1/config), then the env.
+    grid = await session.get(Grid, grid_id)
+    value = await setting_for_grid(session, env.vault, grid.name if grid else None, key)
+    return value or default
 
 
 async def _client(env: AcmeEnv, session: AsyncSession, account: AcmeAccount) -> AcmeClient:
     """A client for the grid's account, registering it first when it is not yet."""
-    bundle = await _setting(env, session, CA_BUNDLE_KEY, env.settings.acme_ca_bundle)
+    bundle = await _setting(
+        env, session, account.grid_id, CA_BUNDLE_KEY, env.settings.acme_ca_bundle
+    )
     key = env.vault.decrypt(account.key_encrypted, context=acme_account_context(account.grid_id))
     client = await asyncio.to_thread(
         AcmeClient, account.directory, key, bundle, account.account_url
@@ -103,9 +150,9 @@ async def _register_step(env: AcmeEnv, session: AsyncSession, account: AcmeAccou
 
 async def _authorize_step(env: AcmeEnv, session: AsyncSession, row: DomainAuthorization) -> None:
     client = await _client(env, session, await _account(session, row.grid_id))
-    if row.authorization_type != "dns-01":
-        # http-01 needs the forced deploy of the linked service, not built yet.
-        raise AcmeError(f"{row.authorization_type} challenge delivery is not implemented yet")
+    if row.authorization_type == "http-01":
+        await _http_challenge(env, session, client, row)
+        return
     chall = await asyncio.to_thread(client.dns_challenge, row.domain)
     row.authz_url = chall.authz_url
     row.expires_at = chall.expires_at
@@ -118,6 +165,110 @@ async def _authorize_step(env: AcmeEnv, session: AsyncSession, row: DomainAuthor
     }
 
 
+async def _linked_service(
+    session: AsyncSession, authz: DomainAuthorization
+) -> tuple[Grid, Service]:
+    service = (
+        await session.get(Service, authz.linked_service_id) if authz.linked_service_id else None
+    )
+    grid = await session.get(Grid, authz.grid_id)
+    if service is None or grid is None:
+        # Kontena #2881: say so instead of failing obscurely (or renewing without it).
+        raise AcmeError(f"The linked service of domain {authz.domain} was removed")
+    return grid, service
+
+
+async def _http_challenge(
+    env: AcmeEnv, session: AsyncSession, client: AcmeClient, authz: DomainAuthorization
+) -> None:
+    """Get an http-01 challenge and force-deploy the linked service to deliver it.
+
+    The linked service's pods carry ``ACME_CHALLENGE_<token>`` (core.acme_pods); the deploy
+    is committed and its job sent here, so its progress shows in the authorization's status.
+    """
+    grid, service = await _linked_service(session, authz)
+    chall = await asyncio.to_thread(client.http_challenge, authz.domain)
+    authz.authz_url = chall.authz_url
+    authz.expires_at = chall.expires_at
+    authz.authz_state = "created"
+    authz.challenge = {"type": "http-01", "token": chall.token, "uri": chall.challenge_url}
+    authz.challenge_opts = {"token": chall.token, "content": chall.key_authorization}
+    deploy, _ = await service_actions.request_system_deploy(
+        _unit_of_work(env, session),
+        grid,
+        service,
+        force=True,
+        reason=f"http-01 challenge for {authz.domain}",
+    )
+    authz.deploy_id = deploy.id
+    await _commit(env, session)
+
+
+async def _wait_for_deploy(env: AcmeEnv, authz: DomainAuthorization) -> None:
+    """Wait (no transaction open) until the challenge deploy finished; fail on its error."""
+    if authz.deploy_id is None:
+        return
+    deadline = time.monotonic() + env.challenge_deploy_wait
+    while True:
+        async with env.db.session() as poll:
+            found = (
+                await poll.execute(
+                    select(ServiceDeploy.state, ServiceDeploy.reason).where(
+                        ServiceDeploy.id == authz.deploy_id
+                    )
+                )
+            ).first()
+        if found is None or found.state == WorkState.SUCCESS.value:
+            return
+        if found.state == WorkState.ERROR.value:
+            raise AcmeError(
+                f"Deploy of the http-01 challenge for {authz.domain} failed: {found.reason}"
+            )
+        if time.monotonic() > deadline:
+            raise AcmeError(
+                f"Deploy of the http-01 challenge for {authz.domain} did not finish within "
+                f"{env.challenge_deploy_wait:.0f} s"
+            )
+        await asyncio.sleep(env.poll_interval)
+
+
+async def _verify_http(
+    env: AcmeEnv, session: AsyncSession, client: AcmeClient, authz: DomainAuthorization
+) -> None:
+    """Deliver (again, if the CA forgot the validation) and answer an http-01 challenge."""
+    await _linked_service(session, authz)
+    if authz.authz_url is None:
+        raise AcmeError(f"Domain authorization for {authz.domain} has no challenge yet")
+    if authz.authz_state in ("validated", "error"):
+        if await asyncio.to_thread(client.authz_status, authz.authz_url) == "valid":
+            authz.authz_state = "validated"
+            return
+        # The CA's authorization expired or failed: challenge again through the linked
+        # service, as the original's renewal job re-authorized each domain.
+        await _http_challenge(env, session, client, authz)
+    await _wait_for_deploy(env, authz)
+    await _answer(env, session, client, authz)
+
+
+async def _answer(
+    env: AcmeEnv, session: AsyncSession, client: AcmeClient, authz: DomainAuthorization
+) -> None:
+    """Ask the CA to validate the domain's challenge and wait for the outcome."""
+    assert authz.authz_url is not None
+    authz.authz_state = "requested"
+    await _commit(env, session)
+    deadline = time.monotonic() + VALIDATION_TIMEOUT
+    status, detail = await asyncio.to_thread(
+        client.validate, authz.authz_url, deadline, authz.authorization_type
+    )
+    if status == "valid":
+        authz.authz_state = "validated"
+        return
+    authz.authz_state = "error"
+    await _commit(env, session)
+    raise AcmeError(f"Challenge verification failed for {authz.domain}: {detail or status}")
+
+
 async def _verify_domain(
     env: AcmeEnv, session: AsyncSession, client: AcmeClient, authz: DomainAuthorization
 ) -> None:
@@ -126,22 +277,15 @@ async def _verify_domain(
         raise AcmeError(f"Domain authorization for {authz.domain} has no challenge yet")
     # As the original, on every request (renewals too): the record must still be there.
     opts = authz.challenge_opts or {}
-    resolvers = await _setting(env, session, DNS_RESOLVERS_KEY, env.settings.acme_dns_resolvers)
+    resolvers = await _setting(
+        env, session, authz.grid_id, DNS_RESOLVERS_KEY, env.settings.acme_dns_resolvers
+    )
     values = await asyncio.to_thread(acme_dns.txt_values, str(opts.get("record_name")), resolvers)
     if opts.get("record_content") not in values:
         raise AcmeError(f"Expected DNS record not present for domain {authz.domain}")
     if authz.authz_state == "validated":
         return
-    authz.authz_state = "requested"
-    await session.commit()
-    deadline = time.monotonic() + VALIDATION_TIMEOUT
-    status, detail = await asyncio.to_thread(client.validate, authz.authz_url, deadline)
-    if status == "valid":
-        authz.authz_state = "validated"
-        return
-    authz.authz_state = "error"
-    await session.commit()
-    raise AcmeError(f"Challenge verification failed for {authz.domain}: {detail or status}")
+    await _answer(env, session, client, authz)
 
 
 async def _issue(env: AcmeEnv, session: AsyncSession, req: CertificateRequest) -> Certificate:
@@ -155,10 +299,9 @@ async def _issue(env: AcmeEnv, session: AsyncSession, req: CertificateRequest) -
         authz = authzs.get(domain)
         if authz is None:
             raise AcmeError(f"Domain authorization not found for domain {domain}")
-        if authz.authorization_type == "http-01" and authz.linked_service_id is None:
-            # Kontena #2881: say so instead of failing obscurely.
-            raise AcmeError(f"The linked service of domain {domain} was removed")
-        if authz.authorization_type == "dns-01":
+        if authz.authorization_type == "http-01":
+            await _verify_http(env, session, client, authz)
+        elif authz.authorization_type == "dns-01":
             await _verify_domain(env, session, client, authz)
     key_pem = new_private_key_pem()
     fullchain = await asyncio.to_thread(client.issue, list(req.domains), key_pem)
@@ -204,7 +347,8 @@ async def _store(
     cert.secret_name = req.secret_name or cert.secret_name
     cert.cert_type = req.cert_type
     cert.next_renewal_at = renewal_at(cert_pem)
-    cert.next_check_at = None
+    # Ask the CA's ARI (when it offers one) at the next tick; it says how often after that.
+    cert.next_check_at = now
     cert.last_error, cert.attempts = None, 0
     await session.flush()
     req.certificate_id = cert.id
@@ -236,6 +380,61 @@ async def _write_secrets(
             )
 
 
+def _consumes(service: Service, cert: Certificate) -> tuple[bool, bool]:
+    """(uses the certificate itself, uses one of its legacy secrets)."""
+    spec = service.spec or {}
+    by_cert = any(
+        str(ref.get("subject", "")).lower() == cert.subject
+        for ref in spec.get("certificates") or []
+    )
+    names = set(legacy_secret_names(cert.secret_name)) if cert.secret_name else set()
+    by_secret = any(ref.get("secret") in names for ref in spec.get("secrets") or [])
+    return by_cert, by_secret
+
+
+async def redeploy_consumers(
+    env: AcmeEnv, session: AsyncSession, cert: Certificate, verb: str
+) -> list[str]:
+    """Deploy every running service using ``cert`` or its secrets; returns their paths.
+
+    A service with a deploy not yet started gets no second one (that deploy builds its pods
+    from the new values); the jobs go out when the session's unit of work commits.
+    """
+    grid = await session.get(Grid, cert.grid_id)
+    assert grid is not None
+    stmt = (
+        select(Service)
+        .where(Service.grid_id == cert.grid_id, Service.state == "running")
+        .order_by(Service.stack, Service.name)
+    )
+    redeployed: list[str] = []
+    for service in (await session.execute(stmt)).scalars():
+        by_cert, by_secret = _consumes(service, cert)
+        if not (by_cert or by_secret):
+            continue
+        path = service_path(grid.name, service)
+        # A changed secret already bumped the revision (core.services.secret_changed); the
+        # certificate's env needs its own bump so the containers are recreated.
+        _, created = await service_actions.request_system_deploy(
+            _unit_of_work(env, session),
+            grid,
+            service,
+            force=by_cert,
+            reason=f"certificate {cert.subject} {verb}",
+        )
+        note = "" if created else " (joins the deploy already pending)"
+        record_event(
+            session,
+            cert.grid_id,
+            "acme:redeploy",
+            f"certificate {cert.subject} {verb}: redeploying service {path}{note}",
+            stack=service.stack,
+            service=service.name,
+        )
+        redeployed.append(path)
+    return redeployed
+
+
 async def _issue_step(env: AcmeEnv, session: AsyncSession, req: CertificateRequest) -> None:
     try:
         cert = await _issue(env, session, req)
@@ -249,6 +448,7 @@ async def _issue_step(env: AcmeEnv, session: AsyncSession, req: CertificateReque
         )
         raise
     record_event(session, req.grid_id, "acme:certificate", f"certificate for {cert.subject} issued")
+    await redeploy_consumers(env, session, cert, "issued")
 
 
 async def run_register(env: AcmeEnv, account_id: str) -> bool:
@@ -290,7 +490,7 @@ async def renew_due(env: AcmeEnv) -> list[str]:
             cert = await session.get(Certificate, cert_id)
             if cert is not None and await _renew_one(env, session, cert, now):
                 renewed.append(cert.subject)
-            await session.commit()
+            await _commit(env, session)
     return renewed
 
 
@@ -311,7 +511,8 @@ async def _renew_one(env: AcmeEnv, session: AsyncSession, cert: Certificate, now
         if cert.next_renewal_at is None or cert.next_renewal_at > now:
             # Only the ARI check is due: ask the CA whether to renew early.
             when, next_check = await asyncio.to_thread(client.renewal_time, cert.cert_pem)
-            cert.next_check_at = next_check
+            # Retry-After is respected, but ARI is asked again at least daily.
+            cert.next_check_at = min(next_check, now + ARI_MAX_CHECK_INTERVAL)
             if when is None or when > now:
                 if when is not None:
                     cert.next_renewal_at = when
@@ -319,7 +520,7 @@ async def _renew_one(env: AcmeEnv, session: AsyncSession, cert: Certificate, now
         await _issue(env, session, req)
         session.add(req)
     except (AcmeError, acme_dns.DnsCheckError) as error:
-        await session.rollback()
+        await _unit_of_work(env, session).rollback()
         reloaded = await session.get(Certificate, cert_id)
         if reloaded is None:  # removed meanwhile
             return False
@@ -341,4 +542,5 @@ async def _renew_one(env: AcmeEnv, session: AsyncSession, cert: Certificate, now
         return False
     finish(session, req, WorkState.SUCCESS)
     record_event(session, cert.grid_id, "acme:renew", f"certificate {subject} renewed")
+    await redeploy_consumers(env, session, cert, "renewed")
     return True

@@ -62,6 +62,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     acme_directory: str = "https://acme-v02.api.letsencrypt.org/directory"
     acme_ca_bundle: str = ""
     acme_dns_resolvers: str = ""
+    # The node port the CA connects to for http-01 (80; a test CA such as Pebble uses another).
+    acme_http01_port: int = 80
 
     @property
     def embedded_queue(self) -> bool:

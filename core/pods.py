@@ -15,6 +15,7 @@ from typing import Any
 import msgspec
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core.acme_pods import acme_pod_env
 from core.protocol import (
     POD_LABEL_GRID,
     POD_LABEL_INSTANCE,
@@ -64,7 +65,8 @@ async def load_pod_inputs(
     resolved = await resolve_service_secrets(session, vault, grid, refs)
     credentials = await registry_credentials_for_image(session, vault, grid, service.image)
     return PodInputs(
-        secret_env=secret_env(resolved),
+        # Certificates and http-01 challenges travel like secrets (reference §6.1).
+        secret_env=secret_env(resolved) + await acme_pod_env(session, vault, grid, service),
         image_credentials=(
             {k: v for k, v in credentials.items() if v is not None} if credentials else None
         ),

@@ -75,6 +75,46 @@ async def deploy_service(
     return deploy
 
 
+async def pending_deploy(session: AsyncSession, service_id: str) -> ServiceDeploy | None:
+    """The service's oldest deploy that has not started yet (it picks up any change), if any."""
+    query = (
+        select(ServiceDeploy)
+        .where(
+            ServiceDeploy.service_id == service_id,
+            ServiceDeploy.state == WorkState.CREATED.value,
+        )
+        .order_by(ServiceDeploy.created_at, ServiceDeploy.id)
+        .limit(1)
+    )
+    return (await session.execute(query)).scalar_one_or_none()
+
+
+async def request_system_deploy(
+    uow: UnitOfWork, grid: Grid, service: Service, *, force: bool, reason: str
+) -> tuple[ServiceDeploy, bool]:
+    """A deploy the master asks for itself (certificates, ACME challenges), no user involved.
+
+    A deploy of the service that has not started yet is reused: it builds its pods from what
+    is stored when it runs, so one more would only redeploy the same thing (the one-deploy-per-
+    service queue runs them one after another anyway). Returns (deploy, created).
+    """
+    if force:
+        service.revision += 1
+    pending = await pending_deploy(uow.session, service.id)
+    if pending is not None:
+        return pending, False
+    deploy = await _new_deploy(uow, grid, service, force)
+    record_event(
+        uow.session,
+        grid.id,
+        "service:deploy_request",
+        f"deploy of service {service_path(grid.name, service)} requested: {reason}",
+        stack=service.stack,
+        service=service.name,
+    )
+    return deploy, True
+
+
 async def scale_service(
     uow: UnitOfWork, principal: Principal, grid: Grid, service: Service, instances: int
 ) -> ServiceDeploy:

@@ -48,6 +48,9 @@ class DomainAuthorization(ObjectIdMixin, WorkRowMixin, Base):
         ForeignKey("services.id", ondelete="SET NULL"), index=True
     )
     authz_url: Mapped[str | None] = mapped_column(String(1024))
+    # http-01: the forced deploy of the linked service that delivers the challenge; no foreign
+    # key (deploys are cleaned up), a missing row renders as no deploy.
+    deploy_id: Mapped[str | None] = mapped_column(String(24))
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 

@@ -19,7 +19,12 @@ TIME_LIMIT_MS = 5 * 60 * 1000
 
 def acme_env() -> AcmeEnv:
     """The ACME environment of this worker process."""
-    return AcmeEnv(db=context.database(), vault=context.vault(), settings=context.settings())
+    return AcmeEnv(
+        db=context.database(),
+        vault=context.vault(),
+        settings=context.settings(),
+        sender=context.sender(),
+    )
 
 
 _OPTIONS: dict[str, Any] = {

@@ -27,7 +27,7 @@ from api.schemas.acme import (
     certificate_view,
     request_view,
 )
-from core import acme, config_store
+from core import acme
 from core.auth import Principal
 from core.errors import Invalid
 from core.unit_of_work import UnitOfWork
@@ -41,7 +41,8 @@ async def _authz_view(
     service = (
         await uow.session.get(Service, row.linked_service_id) if row.linked_service_id else None
     )
-    return authorization_view(grid, row, service)
+    deploy = await acme.challenge_deploy(uow.session, row)
+    return authorization_view(grid, row, service, deploy)
 
 
 async def _authorize(
@@ -51,7 +52,12 @@ async def _authorize(
     grid: Grid,
     body: acme.AuthorizeBody,
 ) -> DomainAuthorization:
-    row = await acme.authorize(uow.session, grid, body)
+    runtime = get_runtime(request.app.state)
+    port = await acme.setting_for_grid(uow.session, runtime.vault, grid.name, acme.HTTP01_PORT_KEY)
+    if port is not None and not port.isdigit():
+        raise Invalid({acme.HTTP01_PORT_KEY: f"config value {port!r} is not a port number"})
+    http_port = int(port) if port is not None else runtime.settings.acme_http01_port
+    row = await acme.authorize(uow.session, grid, body, http_port)
     uow.enqueue(acme.AUTHORIZE.job(row.id))
     audit(
         request,
@@ -85,13 +91,16 @@ class LegacyCertificateController(Controller):
         grid_row = await load_grid(uow, principal, grid)
         body = decode_body(await request.body(), RegisterBody)
         runtime = get_runtime(state)
-        directory = await config_store.get_value(uow.session, runtime.vault, acme.DIRECTORY_KEY)
+        # The grid's own directory (config key grid.<name>.acme.directory), else the global.
+        directory = await acme.setting_for_grid(
+            uow.session, runtime.vault, grid_row.name, acme.DIRECTORY_KEY
+        )
         row = await acme.register(
             uow.session,
             runtime.vault,
             grid_row,
             body.email,
-            str(directory or runtime.settings.acme_directory),
+            directory or runtime.settings.acme_directory,
         )
         uow.enqueue(acme.REGISTER.job(row.id))
         audit(

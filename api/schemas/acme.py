@@ -9,7 +9,15 @@ import msgspec
 
 from api.schemas.audit_logs import timestamp
 from core.acme import authorization_status, days_to_expiry, linked_service_ref
-from models import AcmeAccount, Certificate, CertificateRequest, DomainAuthorization, Grid, Service
+from models import (
+    AcmeAccount,
+    Certificate,
+    CertificateRequest,
+    DomainAuthorization,
+    Grid,
+    Service,
+    ServiceDeploy,
+)
 from models.work import WorkState
 
 
@@ -98,13 +106,16 @@ def account_view(row: AcmeAccount) -> Account:
 
 
 def authorization_view(
-    grid: Grid, row: DomainAuthorization, service: Service | None
+    grid: Grid,
+    row: DomainAuthorization,
+    service: Service | None,
+    deploy: ServiceDeploy | None = None,
 ) -> DomainAuthorizationView:
-    """Render an authorization."""
+    """Render an authorization (``deploy``: its http-01 challenge deploy, if any)."""
     return DomainAuthorizationView(
         id=f"{grid.name}/{row.domain}",
         domain=row.domain,
-        status=authorization_status(row),
+        status=authorization_status(row, deploy=deploy),
         challenge=row.challenge,
         challenge_opts=row.challenge_opts,
         authorization_type=row.authorization_type,
