@@ -199,19 +199,6 @@ class PodDocker:
             raise PodError(f"image {pod.image_name} not found (pull did not produce it)")
         return image_id
 
-    async def ensure_volumes(self, pod: ServicePod) -> None:
-        """Create the pod's named volumes of a given driver (Docker errors propagate)."""
-        for volume in pod.volumes:
-            # A named volume of another driver must exist before the container names it
-            # (Docker would silently create a "local" one); creating an existing one is a no-op.
-            if volume.name and volume.driver and not volume.bind_mount:
-                await self.api.call(
-                    "create_volume",
-                    volume.name,
-                    driver=volume.driver,
-                    driver_opts=dict(volume.driver_opts) or None,
-                )
-
     async def create(self, pod: ServicePod, node_name: str) -> str:
         """Create the pod's container; returns its id."""
         try:

@@ -1,7 +1,7 @@
 """acme: the forced deploy that delivers an http-01 challenge
 
 Revision ID: 0009
-Revises: 0006
+Revises: 0008
 Create Date: 2026-11-27 17:00:00.000000
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0009"
-down_revision: str | None = "0006"
+down_revision: str | None = "0008"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
