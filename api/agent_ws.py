@@ -17,6 +17,7 @@ from typing import Any
 from litestar import WebSocket, websocket
 from litestar.exceptions import WebSocketDisconnect
 
+import core.container_log_rpc  # registers the container log methods
 import core.pod_rpc  # noqa: F401  (registers the service pod methods)
 from core import protocol
 from core.node_connection import (
@@ -243,6 +244,8 @@ class AgentConnection:
                 raise AgentError(404, "node removed")
             # Service pod handlers resolve secrets and pull credentials with the API's vault.
             session.info["vault"] = self.runtime.vault
+            # Container log batches drop lines already past the retention age.
+            session.info["settings"] = self.runtime.settings
             result = await handle_agent_message(session, node, method, params)
             await session.commit()
             return result

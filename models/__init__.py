@@ -4,6 +4,7 @@ from models.acme import AcmeAccount, Certificate, CertificateRequest, DomainAuth
 from models.auth_requests import AuthorizationRequest
 from models.base import Base
 from models.config import ConfigEntry
+from models.container_logs import ContainerLog, ContainerLogCursor
 from models.grids import Grid
 from models.leases import Lease, TickRun
 from models.logs import AuditLog, EventLog
@@ -24,6 +25,8 @@ __all__ = [
     "Certificate",
     "CertificateRequest",
     "ConfigEntry",
+    "ContainerLog",
+    "ContainerLogCursor",
     "DomainAuthorization",
     "EventLog",
     "Grid",

@@ -23,6 +23,8 @@ MODULES = (
     "api.controllers.queues",
     "api.controllers.metrics",
     "api.controllers.certificates",
+    "api.controllers.container_logs",
+    "api.controllers.service_event_logs",
 )
 
 

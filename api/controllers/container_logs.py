@@ -1,0 +1,110 @@
+"""``GET …/container_logs`` of grids and services: lines paged or followed (reference §2.12)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Controller, Request, Response, get
+from litestar.datastructures import State
+
+from api.deps import load_grid
+from api.log_streams import log_response
+from api.schemas.container_logs import container_log_view
+from core import container_logs, logs, services
+from core.auth import Principal
+from core.errors import Invalid
+from core.unit_of_work import UnitOfWork
+from models import ContainerLog
+
+
+def _entry_id(entry: ContainerLog) -> int:
+    return entry.id
+
+
+def parse_instances(raw: str | None) -> list[int]:
+    """The ``instance`` filter: comma-separated instance numbers (422 naming it otherwise)."""
+    numbers: list[int] = []
+    for part in logs.split_list(raw):
+        if not part.isdigit():
+            raise Invalid({"instance": "Instance isn't an integer"})
+        numbers.append(int(part))
+    return numbers
+
+
+class GridContainerLogController(Controller):
+    """Container logs of one grid, for its members."""
+
+    path = "/v1/grids/{name:str}/container_logs"
+    tags = ["container logs"]
+
+    @get("/", summary="Get a grid's container logs")
+    async def list_grid_container_logs(
+        self,
+        name: str,
+        request: Request[Any, Any, Any],
+        state: State,
+        uow: UnitOfWork,
+        principal: Principal,
+    ) -> Response[Any]:
+        """Filtered by ``containers``/``nodes``/``services``, paged by the log parameters."""
+        grid = await load_grid(uow, principal, name)
+        params = request.query_params
+        query = logs.parse_log_query(params)
+        base = container_logs.grid_container_log_select(
+            grid.id,
+            containers=logs.split_list(params.get("containers")),
+            nodes=logs.split_list(params.get("nodes")),
+            services=logs.split_list(params.get("services")),
+        )
+        grid_name = grid.name
+        return await log_response(
+            state,
+            uow,
+            base,
+            container_logs.CONTAINER_LOG_TABLE,
+            query,
+            lambda entry: container_log_view(grid_name, entry),
+            _entry_id,
+        )
+
+
+class ServiceContainerLogController(Controller):
+    """Container logs of one service, for the grid's members."""
+
+    path = "/v1/services/{grid:str}/{stack:str}/{service:str}/container_logs"
+    tags = ["container logs"]
+
+    @get("/", summary="Get a service's container logs")
+    async def list_service_container_logs(
+        self,
+        grid: str,
+        stack: str,
+        service: str,
+        request: Request[Any, Any, Any],
+        state: State,
+        uow: UnitOfWork,
+        principal: Principal,
+    ) -> Response[Any]:
+        """Filtered by ``container`` (names) and ``instance`` (numbers), paged as usual."""
+        grid_row = await load_grid(uow, principal, grid)
+        row = await services.get_service(uow.session, grid_row, stack, service)
+        params = request.query_params
+        query = logs.parse_log_query(params)
+        base = container_logs.service_container_log_select(
+            row.id,
+            containers=logs.split_list(params.get("container")),
+            instances=parse_instances(params.get("instance")),
+        )
+        grid_name = grid_row.name
+        return await log_response(
+            state,
+            uow,
+            base,
+            container_logs.CONTAINER_LOG_TABLE,
+            query,
+            lambda entry: container_log_view(grid_name, entry),
+            _entry_id,
+        )
+
+
+ROUTES = [GridContainerLogController, ServiceContainerLogController]
