@@ -12,6 +12,7 @@ from functools import partial
 
 from agent.config import AgentConfig, ConfigError, load_config
 from agent.connection import EXIT_CONFIG, EXIT_CRASH, Agent
+from agent.container_logs import LogClient, LogShipper
 from agent.docker_client import DockerApi, DockerEngine
 from agent.handlers import NodeSession, NodeState, identify
 from agent.pod_docker import PodDocker
@@ -66,13 +67,16 @@ def build_agent(
     *,
     backoff_base: float = 1.0,
     pods: ServicePodManager | None = None,
+    logs: LogShipper | None = None,
 ) -> Agent:
     """Wire the connection loop to the node session, the Docker Engine and the pod manager."""
     state = NodeState()
     return Agent(
         config,
         identify=partial(identify, config, docker),
-        session_factory=partial(NodeSession, config=config, docker=docker, state=state, pods=pods),
+        session_factory=partial(
+            NodeSession, config=config, docker=docker, state=state, pods=pods, logs=logs
+        ),
         backoff_base=backoff_base,
     )
 
@@ -87,7 +91,9 @@ async def run_agent(config: AgentConfig, docker: DockerApi | None = None) -> int
     engine = docker or DockerEngine(config.docker_host)
     # Service pods need the full Engine API; a stand-in DockerApi (tests) runs without them.
     pods = build_pod_manager(config, engine) if isinstance(engine, DockerEngine) else None
-    agent = build_agent(config, engine, pods=pods)
+    # Container logs likewise: a follower of its own per container stream.
+    logs = LogShipper(LogClient(engine.base_url)) if isinstance(engine, DockerEngine) else None
+    agent = build_agent(config, engine, pods=pods, logs=logs)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, agent.stop)
@@ -98,6 +104,8 @@ async def run_agent(config: AgentConfig, docker: DockerApi | None = None) -> int
             loop.remove_signal_handler(sig)
         if pods is not None:
             await pods.close()
+        if logs is not None:
+            await logs.close()
         engine.close()
 
 
