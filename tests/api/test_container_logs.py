@@ -71,9 +71,7 @@ async def world(client: httpx.AsyncClient, admin: Caller, db: Database) -> dict[
     created = await client.post("/v1/grids", json={"name": "main"}, headers=admin.headers)
     assert created.status_code == 201, created.text
     for name in ("n1", "n2"):
-        node = await client.post(
-            "/v1/grids/main/nodes", json={"name": name}, headers=admin.headers
-        )
+        node = await client.post("/v1/grids/main/nodes", json={"name": name}, headers=admin.headers)
         assert node.status_code == 201, node.text
     await create_service(client, admin.headers, name="web")
     await create_service(client, admin.headers, name="db")
