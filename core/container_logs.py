@@ -83,15 +83,28 @@ async def _services(
     return {row.id: (row.stack, row.name) for row in rows}
 
 
+def _storable(line: LogLine) -> bool:
+    return (
+        line.type in LOG_STREAMS
+        and 0 < len(line.id) <= 64
+        and 0 <= line.instance_number < 2**31
+        and 0 <= line.seq < 2**31
+    )
+
+
 async def store_batch(
     session: AsyncSession, node: Node, lines: Sequence[LogLine], oldest: datetime | None = None
 ) -> int:
     """Store the lines not stored yet, in order; returns how many rows were added.
 
     A line at or before its stream's cursor was stored by an earlier (re-sent) batch and is
-    skipped. Lines of services outside the node's grid, of unknown streams, or older than
-    ``oldest`` (retention) are dropped but still move the cursor, so they are not re-sent.
+    skipped. Lines of services outside the node's grid or older than ``oldest`` (retention)
+    are dropped but still move the cursor, so they are not re-sent; malformed ones (unknown
+    stream, oversized id or numbers) are dropped outright.
     """
+    # What cannot be stored at all (not a Docker stream, ids longer than Docker's) is dropped
+    # before it could reach a cursor.
+    lines = [line for line in lines if _storable(line)]
     if not lines:
         return 0
     await _serialize_grid(session, node.grid_id)
@@ -110,7 +123,7 @@ async def store_batch(
         positions[key] = position
         created_at = _time(position[0])
         service = services.get(line.service_id)
-        if service is None or line.type not in LOG_STREAMS:
+        if service is None:
             continue
         if oldest is not None and created_at < oldest:
             continue

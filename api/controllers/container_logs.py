@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from litestar import Controller, Request, Response, get
 from litestar.datastructures import State
+from sqlalchemy import Select
 
 from api.deps import load_grid
 from api.log_streams import log_response
@@ -14,7 +16,7 @@ from core import container_logs, logs, services
 from core.auth import Principal
 from core.errors import Invalid
 from core.unit_of_work import UnitOfWork
-from models import ContainerLog
+from models import ContainerLog, Grid
 
 
 def _entry_id(entry: ContainerLog) -> int:
@@ -29,6 +31,35 @@ def parse_instances(raw: str | None) -> list[int]:
             raise Invalid({"instance": "Instance isn't an integer"})
         numbers.append(int(part))
     return numbers
+
+
+async def container_log_response(
+    state: State, uow: UnitOfWork, grid: Grid, base: Select[ContainerLog], query: logs.LogQuery
+) -> Response[Any]:
+    """A page of ``{"logs": [...]}`` or the follow stream of the lines ``base`` selects."""
+    grid_name = grid.name
+    return await log_response(
+        state,
+        uow,
+        base,
+        container_logs.CONTAINER_LOG_TABLE,
+        query,
+        lambda entry: container_log_view(grid_name, entry),
+        _entry_id,
+    )
+
+
+async def stack_container_logs(
+    state: State, uow: UnitOfWork, grid: Grid, stack: str, params: Mapping[str, str]
+) -> Response[Any]:
+    """The answer of ``GET /v1/stacks/:grid/:stack/container_logs`` (filter ``container``).
+
+    For the stack routes: they check the caller and that the stack exists, then call this.
+    """
+    base = container_logs.stack_container_log_select(
+        grid.id, stack, containers=logs.split_list(params.get("container"))
+    )
+    return await container_log_response(state, uow, grid, base, logs.parse_log_query(params))
 
 
 class GridContainerLogController(Controller):
@@ -56,16 +87,7 @@ class GridContainerLogController(Controller):
             nodes=logs.split_list(params.get("nodes")),
             services=logs.split_list(params.get("services")),
         )
-        grid_name = grid.name
-        return await log_response(
-            state,
-            uow,
-            base,
-            container_logs.CONTAINER_LOG_TABLE,
-            query,
-            lambda entry: container_log_view(grid_name, entry),
-            _entry_id,
-        )
+        return await container_log_response(state, uow, grid, base, query)
 
 
 class ServiceContainerLogController(Controller):
@@ -95,16 +117,7 @@ class ServiceContainerLogController(Controller):
             containers=logs.split_list(params.get("container")),
             instances=parse_instances(params.get("instance")),
         )
-        grid_name = grid_row.name
-        return await log_response(
-            state,
-            uow,
-            base,
-            container_logs.CONTAINER_LOG_TABLE,
-            query,
-            lambda entry: container_log_view(grid_name, entry),
-            _entry_id,
-        )
+        return await container_log_response(state, uow, grid_row, base, query)
 
 
 ROUTES = [GridContainerLogController, ServiceContainerLogController]

@@ -147,6 +147,21 @@ async def test_lines_of_foreign_services_or_past_retention_are_dropped_but_not_r
     assert await stored_data(db) == ["new"]
 
 
+async def test_malformed_lines_are_dropped_without_a_cursor(
+    world: dict[str, Any], db: Database
+) -> None:
+    web, n1 = world["services"]["web"], world["nodes"]["n1"]
+    bad = [
+        line(web, "stdin?", 1, stream="stdin"),
+        line(web, "long id", 1, container="c" * 65),
+        line(web, "huge number", 1, instance=2**40),
+    ]
+    assert await store(db, n1, bad) == 0
+    assert await count(db, ContainerLogCursor) == 0
+    assert await store(db, n1, [*bad, line(web, "fine", 2)]) == 1
+    assert await stored_data(db) == ["fine"]
+
+
 async def test_bad_batches_get_an_error_answer(world: dict[str, Any], db: Database) -> None:
     from core.container_log_rpc import save_batch
     from core.node_updates import AgentError
@@ -363,3 +378,36 @@ async def test_retention_by_age_and_by_line_count(world: dict[str, Any], db: Dat
         await session.commit()
     assert await stored_data(db) == []
     assert await count(db, ContainerLogCursor) == 0  # unused for longer than the age limit
+
+
+async def test_stack_selection_covers_every_service_of_the_stack(
+    world: dict[str, Any], db: Database
+) -> None:
+    """core.container_logs.stack_container_log_select, for the stack routes to come."""
+    from core.container_logs import CONTAINER_LOG_TABLE, stack_container_log_select
+    from core.logs import LogQuery, fetch_logs
+
+    n1 = world["nodes"]["n1"]
+    async with db.session() as session:
+        grid_id = (await session.execute(select(Node.grid_id))).scalars().first()
+        assert grid_id is not None
+        redis = Service(grid_id=grid_id, stack="cache", name="redis", image="redis")
+        sentinel = Service(grid_id=grid_id, stack="cache", name="sentinel", image="redis")
+        session.add_all([redis, sentinel])
+        await session.commit()
+        ids = (redis.id, sentinel.id)
+    await store(db, n1, [line(ids[0], "r", 1, container="r1", name="cache.redis-1")])
+    await store(db, n1, [line(world["services"]["web"], "w", 2)])
+    await store(db, n1, [line(ids[1], "s", 3, container="s1", name="cache.sentinel-1")])
+    async with db.session() as session:
+        every = await fetch_logs(
+            session, stack_container_log_select(grid_id, "cache"), CONTAINER_LOG_TABLE, LogQuery()
+        )
+        one = await fetch_logs(
+            session,
+            stack_container_log_select(grid_id, "cache", containers=["cache.sentinel-1"]),
+            CONTAINER_LOG_TABLE,
+            LogQuery(),
+        )
+    assert [row.data for row in every] == ["r", "s"]
+    assert [row.data for row in one] == ["s"]
