@@ -138,6 +138,9 @@ class StreamReader:
         self.stream = stream
         self.last = start
         self.failed = False
+        # The container's log driver cannot be read back (e.g. `none`, or syslog without
+        # Docker's dual logging): nothing to ship, and no point retrying.
+        self.unreadable = False
         self._client = client
         self._batch = batch
         self._stop = threading.Event()
@@ -166,6 +169,15 @@ class StreamReader:
     def _run(self) -> None:
         try:
             self._read()
+        except docker.errors.APIError as exc:
+            if self._stop.is_set():
+                return
+            if exc.status_code == 501 or "does not support reading" in str(exc.explanation):
+                self.unreadable = True
+                log.info("the logs of %s cannot be read back: %s", self.container.name, exc)
+            else:
+                self.failed = True
+                log.warning("reading %s of %s failed: %s", self.stream, self.container.name, exc)
         except Exception as exc:
             if not self._stop.is_set():
                 self.failed = True
@@ -389,6 +401,8 @@ class LogShipper:
         if any(reader is not None and reader.alive for reader in readers):
             return
         if all(reader is not None for reader in readers):
+            if any(r.unreadable for r in readers if r is not None):
+                return
             if not ref.running and not any(r.failed for r in readers if r is not None):
                 session.drained.add(ref.id)  # read to the end; it says nothing more
                 return

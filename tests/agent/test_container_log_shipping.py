@@ -132,6 +132,16 @@ async def test_restarts_lost_answers_and_refused_batches_lose_and_repeat_nothing
         detach=True,
         init=True,
     )
+    # A log driver Docker cannot read back: nothing to ship, and no error loop.
+    client.containers.run(
+        busybox_image,
+        ["sh", "-c", "echo silent; sleep 3600"],
+        name="web-3",
+        labels={**labels, "io.kontena.service.instance_number": "3"},
+        log_config={"Type": "none"},
+        detach=True,
+        init=True,
+    )
     peer = DbPeer(db, ids["node"])
     shipper = LogShipper(LogClient(docker_hosts[0]), scan_interval=0.2, flush_interval=0.05)
 
@@ -180,4 +190,5 @@ async def test_restarts_lost_answers_and_refused_batches_lose_and_repeat_nothing
     web_stderr = [data for name, stream, data in lines if (name, stream) == ("web-1", "stderr")]
     assert web_stderr == ["e1", "e1"]
     assert [d for n, _s, d in lines if n == "web-2"] == ["tty-1"]
+    assert not [d for n, _s, d in lines if n == "web-3"]
     assert peer.batches >= 4
