@@ -8,6 +8,7 @@ as api.agent_ws does. It can be told to lose the answer of a stored batch, or to
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from typing import Any, cast
@@ -106,7 +107,9 @@ async def test_restarts_lost_answers_and_refused_batches_lose_and_repeat_nothing
     docker_clients: list[docker.DockerClient],
     busybox_image: str,
     cleanup_containers: dict[str, str],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.INFO, logger="agent.container_logs")
     client = docker_clients[0]
     labels = {
         **cleanup_containers,
@@ -191,4 +194,6 @@ async def test_restarts_lost_answers_and_refused_batches_lose_and_repeat_nothing
     assert web_stderr == ["e1", "e1"]
     assert [d for n, _s, d in lines if n == "web-2"] == ["tty-1"]
     assert not [d for n, _s, d in lines if n == "web-3"]
+    assert "the logs of web-3 cannot be read back" in caplog.text
+    assert "reading stdout of web-3 failed" not in caplog.text
     assert peer.batches >= 4
