@@ -11,6 +11,7 @@ from typing import Any
 from agent.config import AgentConfig
 from agent.connection import Identity, backoff_delay
 from agent.container_stats import SAVE_TIMEOUT, ContainerReporter
+from agent.container_logs import LogShipper
 from agent.docker_client import DockerApi
 from agent.node_info import build_node_update, detect_private_ip
 from agent.pods import ServicePodManager
@@ -55,8 +56,10 @@ class NodeSession:
         state: NodeState,
         pods: ServicePodManager | None = None,
         containers: ContainerReporter | None = None,
+        logs: LogShipper | None = None,
     ) -> None:
         self._peer = peer
+        self._logs = logs
         self._identity = identity
         self._config = config
         self._docker = docker
@@ -97,6 +100,8 @@ class NodeSession:
             self._reporter = self._start(self._report())
         if self._pods is not None:
             self._pods.attach(self._peer, self._identity.node_id, self._identity.node_name)
+        if self._logs is not None:
+            self._logs.attach(self._peer, self._identity.node_id)
 
     async def node_info(self, info: dict[str, Any] | None = None, *_: Any) -> None:
         """What the master knows about this node (name, number, grid…)."""
@@ -119,6 +124,8 @@ class NodeSession:
         """Stop reporting; the connection is gone."""
         if self._pods is not None:
             self._pods.detach()
+        if self._logs is not None:
+            self._logs.detach()
         if self._reporter is not None:
             self._reporter.cancel()
             await asyncio.gather(self._reporter, return_exceptions=True)

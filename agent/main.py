@@ -13,6 +13,7 @@ from functools import partial
 from agent.config import AgentConfig, ConfigError, load_config
 from agent.connection import EXIT_CONFIG, EXIT_CRASH, Agent
 from agent.container_stats import ContainerReporter
+from agent.container_logs import LogClient, LogShipper
 from agent.docker_client import DockerApi, DockerEngine
 from agent.handlers import NodeSession, NodeState, identify
 from agent.pod_docker import PodDocker
@@ -69,6 +70,7 @@ def build_agent(
     backoff_base: float = 1.0,
     pods: ServicePodManager | None = None,
     containers: ContainerReporter | None = None,
+    logs: LogShipper | None = None,
 ) -> Agent:
     """Wire the connection loop to the node session, the Docker Engine and the pod manager."""
     state = NodeState()
@@ -82,6 +84,7 @@ def build_agent(
             state=state,
             pods=pods,
             containers=containers,
+            logs=logs,
         ),
         backoff_base=backoff_base,
     )
@@ -95,12 +98,14 @@ def build_pod_manager(config: AgentConfig, engine: DockerEngine) -> ServicePodMa
 async def run_agent(config: AgentConfig, docker: DockerApi | None = None) -> int:
     """Run the agent until SIGTERM/SIGINT or a fatal close code; returns the exit status."""
     engine = docker or DockerEngine(config.docker_host)
-    # Service pods and container reports need the full Engine API; a stand-in DockerApi
-    # (tests, the agents benchmark) runs without them.
-    pods = containers = None
+    # Service pods, container reports and container logs need the full Engine API; a stand-in
+    # DockerApi (tests, the agents benchmark) runs without them.
+    pods = containers = logs = None
     if isinstance(engine, DockerEngine):
         pods, containers = build_pod_manager(config, engine), ContainerReporter(engine)
-    agent = build_agent(config, engine, pods=pods, containers=containers)
+        # Container logs: a follower of its own per container stream.
+        logs = LogShipper(LogClient(engine.base_url))
+    agent = build_agent(config, engine, pods=pods, containers=containers, logs=logs)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, agent.stop)
@@ -111,6 +116,8 @@ async def run_agent(config: AgentConfig, docker: DockerApi | None = None) -> int
             loop.remove_signal_handler(sig)
         if pods is not None:
             await pods.close()
+        if logs is not None:
+            await logs.close()
         engine.close()
 
 

@@ -17,8 +17,9 @@ from typing import Any
 from litestar import WebSocket, websocket
 from litestar.exceptions import WebSocketDisconnect
 
-# Imported for their @agent_method registrations: service pods, containers, node volumes.
-from core import container_updates, pod_rpc, protocol, volume_rpc  # noqa: F401
+# Imported for their @agent_method registrations: service pods, containers, container logs,
+# node volumes.
+from core import container_log_rpc, container_updates, pod_rpc, protocol, volume_rpc  # noqa: F401
 from core.node_connection import (
     check_connection,
     load_node_info,
@@ -243,6 +244,8 @@ class AgentConnection:
                 raise AgentError(404, "node removed")
             # Service pod handlers resolve secrets and pull credentials with the API's vault.
             session.info["vault"] = self.runtime.vault
+            # Container log batches drop lines already past the retention age.
+            session.info["settings"] = self.runtime.settings
             result = await handle_agent_message(session, node, method, params)
             await session.commit()
             return result

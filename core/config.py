@@ -38,6 +38,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     audit_log_retention_days: int = 365
     # Node and container stats samples (the per-minute metrics are computed from them).
     stats_retention_days: int = 7
+    # Container logs: lines older than this many days, and the oldest lines beyond the newest
+    # max_lines (0: no line cap), are deleted by the hourly retention tick.
+    container_log_retention_days: float = 7.0
+    container_log_max_lines: int = 1_000_000
+    # Services keep this many finished deploys (Kontena's DeploymentCleanupJob kept 100).
+    deploy_history: int = 100
     # A work row delivered this often without finishing is quarantined (ends `error`).
     max_deliveries: int = 5
     # Bearer token /metrics requires; empty = unauthenticated (the usual Prometheus scrape).

@@ -298,3 +298,39 @@ class PodHealth(msgspec.Struct, frozen=True, omit_defaults=True):
     status: str  # healthy or unhealthy
     status_code: int | None = None
     error: str | None = None
+# Container logs (reference §5.5). The agent asks where each stream of a container stands,
+# then sends batches as requests: the answer says they are stored, so nothing is lost.
+LOG_CURSOR_METHOD = "/containers/log_cursor"
+LOG_BATCH_METHOD = "/containers/log_batch"
+LOG_STREAMS = ("stdout", "stderr")
+
+
+class LogLine(msgspec.Struct, frozen=True):
+    """One line of ``/containers/log_batch`` params[1] (Kontena's ``{id, time, type, data}``).
+
+    ``time`` is Docker's RFC 3339 timestamp with nanoseconds; ``seq`` numbers the lines of one
+    stream that share a timestamp (0 for the first), so ``(time, seq)`` orders a stream.
+    """
+
+    id: str  # the Docker container id
+    name: str
+    service_id: str
+    instance_number: int
+    type: str  # stdout or stderr
+    time: str
+    seq: int
+    data: str
+
+
+def parse_log_time(value: str) -> int:
+    """Nanoseconds since the epoch of an RFC 3339 timestamp with up to 9 fraction digits."""
+    text = value.strip()
+    if text.endswith(("Z", "z")):
+        text, offset = text[:-1], "+00:00"
+    else:
+        text, offset = text[:-6], text[-6:]
+    whole, _, fraction = text.partition(".")
+    if not fraction.isdigit() and fraction:
+        raise ValueError(f"bad timestamp fraction in {value!r}")
+    seconds = datetime.fromisoformat(whole + offset)
+    return int(seconds.timestamp()) * 1_000_000_000 + int((fraction + "000000000")[:9])

@@ -5,6 +5,7 @@ from models.auth_requests import AuthorizationRequest
 from models.base import Base
 from models.config import ConfigEntry
 from models.containers import Container, ContainerStat
+from models.container_logs import ContainerLog, ContainerLogCursor
 from models.grids import Grid
 from models.leases import Lease, TickRun
 from models.logs import AuditLog, EventLog
@@ -28,6 +29,8 @@ __all__ = [
     "ConfigEntry",
     "Container",
     "ContainerStat",
+    "ContainerLog",
+    "ContainerLogCursor",
     "DomainAuthorization",
     "EventLog",
     "Grid",

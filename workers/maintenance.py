@@ -16,6 +16,8 @@ from dramatiq.common import current_millis
 from sqlalchemy import delete, or_
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core.container_logs import prune_container_logs
+from core.deploy_retention import prune_deploys
 from core.services import stalled_removals
 from core.ticks import claim_tick
 from core.work import Resend, mark_resent, recover, registered
@@ -88,7 +90,7 @@ async def recover_lost_work(slot: int, epoch: int) -> None:
     max_age=3_600_000,
 )
 async def apply_retention(slot: int, epoch: int) -> None:
-    """Delete expired tokens, old event and audit logs, old stats and old tick records."""
+    """Delete expired tokens, old event, audit and container logs, stats, old deploys and tick records."""
     async with context.database().session() as session:
         if not await claim_tick(session, RETENTION, slot, epoch):
             return
@@ -130,6 +132,13 @@ async def delete_expired(session: AsyncSession) -> dict[str, int]:
     for what, stmt in statements.items():
         result = await session.execute(stmt.execution_options(synchronize_session=False))
         counts[what] = int(getattr(result, "rowcount", 0) or 0)
+    counts["container logs"] = await prune_container_logs(
+        session,
+        now,
+        timedelta(days=settings.container_log_retention_days),
+        settings.container_log_max_lines,
+    )
+    counts["service deploys"] = await prune_deploys(session, settings.deploy_history)
     return counts
 
 

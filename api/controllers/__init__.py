@@ -25,6 +25,8 @@ MODULES = (
     "api.controllers.metrics",
     "api.controllers.certificates",
     "api.controllers.volumes",
+    "api.controllers.container_logs",
+    "api.controllers.service_event_logs",
 )
 
 
