@@ -1,7 +1,7 @@
 """volumes
 
 Revision ID: 0012
-Revises: 0009
+Revises: 0011
 Create Date: 2026-11-27 16:45:00
 """
 
@@ -14,7 +14,7 @@ from sqlalchemy.dialects import postgresql
 import models.base
 
 revision: str = "0012"
-down_revision: str | None = "0009"
+down_revision: str | None = "0011"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
