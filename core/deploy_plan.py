@@ -93,18 +93,28 @@ async def plan_service(session: AsyncSession, grid: Grid, service: Service) -> P
         .scalars()
         .all()
     )
+    return plan_deploy(
+        service_view(service),
+        [node_view(n) for n in nodes],
+        await grid_instances(session, grid.id),
+        list(grid.default_affinity or ()),
+    )
+
+
+async def grid_instances(session: AsyncSession, grid_id: str) -> list[InstanceView]:
+    """Every placed, not terminated instance of the grid's services, as placement sees it."""
     rows = (
         await session.execute(
             select(ServiceInstance, Service)
             .join(Service, Service.id == ServiceInstance.service_id)
             .where(
-                Service.grid_id == grid.id,
+                Service.grid_id == grid_id,
                 ServiceInstance.node_id.is_not(None),
                 ServiceInstance.desired_state != "terminated",
             )
         )
     ).all()
-    existing = [
+    return [
         InstanceView(
             service_id=other.id,
             service_name=pod_service_name(other),
@@ -114,9 +124,3 @@ async def plan_service(session: AsyncSession, grid: Grid, service: Service) -> P
         )
         for instance, other in rows
     ]
-    return plan_deploy(
-        service_view(service),
-        [node_view(n) for n in nodes],
-        existing,
-        list(grid.default_affinity or ()),
-    )
