@@ -194,6 +194,7 @@ def build_pod(
         "wait_for_port": deploy_opts.get("wait_for_port"),
         "stop_grace_period": _seconds(spec.get("stop_grace_period"), 10),
         "image_credentials": inputs.image_credentials,
+        "stateful": service.stateful,
     }
     for key in (
         "memory",

@@ -157,6 +157,10 @@ POD_LABEL_DEPLOY_REV = "io.kontena.container.deploy_rev"
 POD_LABEL_SERVICE_REVISION = "io.kontena.service.revision"
 POD_LABEL_STACK = "io.kontena.stack.name"
 POD_LABEL_GRID = "io.kontena.grid.name"
+# A stateful pod's data container (``<container>-volumes``) carries these instead of the pod's
+# own labels, so it is never taken for the pod's container or for an orphan.
+DATA_LABEL_TYPE = "io.kontena.container.type"
+DATA_LABEL_POD = "io.kontena.volumes.pod"
 
 
 class PodPort(msgspec.Struct, frozen=True):
@@ -225,6 +229,8 @@ class ServicePod(msgspec.Struct, frozen=True, omit_defaults=True):
     volumes_from: list[str] = []  # container names (``%s`` already replaced by the master)
     wait_for_port: int | None = None
     image_credentials: dict[str, str] | None = None
+    # Anonymous volumes live in a data container that outlives re-creates (reference §3.9).
+    stateful: bool = False
 
     @property
     def container_name(self) -> str:
