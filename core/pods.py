@@ -15,6 +15,7 @@ from typing import Any
 import msgspec
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core.pod_volumes import plain_pod_volumes
 from core.protocol import (
     POD_LABEL_GRID,
     POD_LABEL_INSTANCE,
@@ -195,6 +196,7 @@ def build_pod(
         "stop_grace_period": _seconds(spec.get("stop_grace_period"), 10),
         "image_credentials": inputs.image_credentials,
         "stateful": service.stateful,
+        "volumes": plain_pod_volumes(spec),
     }
     for key in (
         "memory",
