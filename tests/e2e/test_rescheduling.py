@@ -250,6 +250,29 @@ async def test_a_stateful_service_keeps_its_data_and_node_until_the_node_is_remo
     assert "V=2" in again["env"]
     assert await stamp_of(docker_clients, home, "db-1") == stamp
 
+    # Drain stops it in place (the tick does not move it); active starts the same container.
+    await set_availability(client, admin, home_node, "drain")
+    await eventually(
+        docker_state(
+            docker_clients,
+            service_id,
+            lambda found: [(c["id"], c["status"]) for c in found] == [(again["id"], "exited")],
+        ),
+        deadline=DEADLINE,
+        what="the stateful container stopped on its drained node",
+    )
+    await set_availability(client, admin, home_node, "active")
+    await eventually(
+        docker_state(
+            docker_clients,
+            service_id,
+            lambda found: [(c["id"], c["status"]) for c in found] == [(again["id"], "running")],
+        ),
+        deadline=DEADLINE,
+        what="the stateful container running again",
+    )
+    assert await stamp_of(docker_clients, home, "db-1") == stamp
+
     # Its node goes offline (agent gone): the tick never moves a stateful instance, and a
     # deploy fails with a reason instead of starting it elsewhere without its data.
     agents.procs[home_node].kill()
