@@ -16,9 +16,11 @@ import docker
 import httpx
 import msgspec
 import pytest
+from sqlalchemy import select
 
 from core.config import Settings
 from core.runtime import Runtime
+from models import Node, ServiceInstance
 from models.db import Database
 from scheduler.clock import SCHEDULE, run_scheduler
 from tests.conftest import Caller
@@ -302,3 +304,62 @@ async def test_a_stateful_service_keeps_its_data_and_node_until_the_node_is_remo
     assert fresh != stamp
     left = [c for c in in_docker(docker_clients, service_id) if c["daemon"] == home]
     assert [c["name"] for c in left] == ["db-1"]  # untouched: no agent runs there any more
+
+
+async def test_a_lost_node_s_instances_run_elsewhere_after_the_grace_period(
+    client: httpx.AsyncClient,
+    admin: Caller,
+    agents: Agents,
+    start_worker: StartWorker,
+    ticking: None,
+    docker_hosts: list[str],
+    docker_clients: list[docker.DockerClient],
+    busybox_image: str,
+    db: Database,
+) -> None:
+    """Strategy ``random`` (30 s grace, the shortest): the agent of node-2 dies."""
+    start_worker()
+    await two_nodes(client, admin, agents, docker_hosts)
+    body = {
+        "name": "survivor",
+        "image": busybox_image,
+        "stateful": False,
+        "instances": 2,
+        "strategy": "random",
+        # Soft: instance n prefers node-n, and goes anywhere when node-n is gone.
+        "affinity": ["node==~node-%s"],
+        "cmd": ["/bin/sh", "-c", HTTPD],
+    }
+    await create(client, admin, body)
+    assert (await deploy(client, admin, "survivor"))["state"] == "success"
+    service_id = await _service_id(db, "survivor")
+    assert {c["daemon"] for c in in_docker(docker_clients, service_id)} == {0, 1}
+
+    agents.procs["node-2"].kill()
+    agents.procs["node-2"].wait(10)
+    lost = time.monotonic()
+
+    async def all_on_node_1() -> bool:
+        async with db.session() as session:
+            rows = await session.execute(
+                select(Node.name)
+                .join(ServiceInstance, ServiceInstance.node_id == Node.id)
+                .where(ServiceInstance.service_id == service_id)
+            )
+            nodes = set(rows.scalars())
+        running = [
+            c
+            for c in in_docker(docker_clients, service_id)
+            if c["daemon"] == 0 and c["status"] == "running"
+        ]
+        return len(running) == 2 and nodes <= {"node-1"}
+
+    await eventually(all_on_node_1, deadline=90, what="both instances running on node-1")
+    elapsed = time.monotonic() - lost
+    print(f"\nagent lost → instances running on the other node after {elapsed:.1f} s (grace 30 s)")
+    assert elapsed >= 30  # not before the strategy's grace period
+    events = await scheduler_events(client, admin)
+    assert (
+        f"service {GRID}/null/survivor rescheduled: node node-2 has been offline longer than "
+        "the 30 s grace of strategy random" in events
+    )
