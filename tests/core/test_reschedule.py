@@ -309,6 +309,38 @@ async def test_an_elapsed_interval_redeploys_with_a_new_revision(
         assert (await session.get(Service, service.id)).revision == 2  # type: ignore[union-attr]
 
 
+async def test_an_interval_service_under_a_slow_deploy_never_has_two_pending_deploys(
+    db: Database, vault: Vault, grid: Grid, agents: SimulatedAgents
+) -> None:
+    """Kontena #2919: interval redeploys piled up every 20 s while one was running."""
+    service = await add_service(db, grid, deploy_opts={"interval": 1})
+    await deployed(db, vault, agents, service)
+    agents.behaviour[1] = "hang"  # the next deploy never sees its instance report: slow
+    start = utcnow()
+    queued = await reschedule(db, RecordingSender(), now=start + timedelta(seconds=2))
+    assert len(queued) == 1
+    runner = asyncio.create_task(run_deploy(make_env(db, vault, agents), queued[0].deploy_id))
+    try:
+        async with asyncio.timeout(10):
+            while (await deploy_row(db, queued[0].deploy_id)).state != "ongoing":
+                await asyncio.sleep(0.02)
+        for tick in range(3, 30):  # a tick per simulated second, the deploy pending or ongoing
+            assert (
+                await reschedule(db, RecordingSender(), now=start + timedelta(seconds=tick)) == []
+            )
+        async with db.session() as session:
+            states = (
+                await session.execute(
+                    select(ServiceDeploy.state).where(ServiceDeploy.service_id == service.id)
+                )
+            ).scalars()
+            assert sorted(states) == ["ongoing", "success"]
+    finally:
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+        await agents.settle()
+
+
 async def test_stateful_and_stopped_services_are_never_rescheduled(
     db: Database, vault: Vault, grid: Grid, agents: SimulatedAgents
 ) -> None:
