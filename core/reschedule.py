@@ -129,6 +129,7 @@ async def _grid_candidates(
     current = await _current_layouts(session, [s.id for s in services])
     found = []
     for service in services:
+        layout = current.get(service.id, {})
         facts = ServiceFacts(
             path=service_path(grid.name, service),
             strategy=service.strategy,
@@ -138,8 +139,8 @@ async def _grid_candidates(
             deployed_revision=service.deployed_revision,
             deployed_at=service.deployed_at,
             interval=_interval(service),
-            current=current.get(service.id, {}),
-            planned=_planned(grid, service, nodes, facts_of, existing, now),
+            current=layout,
+            planned=_planned(grid, service, nodes, facts_of, existing, layout, now),
         )
         decision = decide(facts, facts_of, now)
         if decision is not None:
@@ -164,10 +165,12 @@ def _planned(
     nodes: Sequence[Node],
     facts_of: dict[str, NodeFacts],
     existing: list[InstanceView],
+    layout: dict[int, str | None],
     now: datetime,
 ) -> dict[int, str] | None:
     """Where placement would put the instances now; None when it finds no layout."""
-    in_play = {f.id for f in nodes_in_play(facts_of.values(), service.strategy, now)}
+    holding = {node_id for node_id in layout.values() if node_id}
+    in_play = {f.id for f in nodes_in_play(facts_of.values(), service.strategy, now, holding)}
     plan = plan_deploy(
         service_view(service),
         [node_view(node) for node in nodes if node.id in in_play],

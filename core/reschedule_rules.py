@@ -9,7 +9,7 @@ the database or a clock: the caller passes the facts and ``now`` (tests inject b
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -75,9 +75,20 @@ def within_grace(node: NodeFacts, strategy: str, now: datetime) -> bool:
     return now - node.disconnected_at <= timedelta(seconds=grace_seconds(strategy))
 
 
-def nodes_in_play(nodes: Iterable[NodeFacts], strategy: str, now: datetime) -> list[NodeFacts]:
-    """The nodes the placement check may use: connected ones plus those still within grace."""
-    return [node for node in nodes if within_grace(node, strategy, now)]
+def nodes_in_play(
+    nodes: Iterable[NodeFacts], strategy: str, now: datetime, holding: Collection[str]
+) -> list[NodeFacts]:
+    """The nodes the placement check may use: connected ones, plus offline ones still within
+    grace that hold one of the service's instances (``holding``: their ids).
+
+    An offline node only counts for keeping what it holds: offered for new placements, it would
+    make the check want a layout the deploy (connected nodes only) cannot produce, every tick.
+    """
+    return [
+        node
+        for node in nodes
+        if node.connected or (node.id in holding and within_grace(node, strategy, now))
+    ]
 
 
 def _lost_reason(

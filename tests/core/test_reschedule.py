@@ -258,6 +258,19 @@ async def test_a_lost_node_moves_instances_only_after_the_grace_period(
     assert await layout(db, service) == {1: "node-1", 2: "node-1"}
 
 
+async def test_an_offline_node_within_grace_does_not_attract_instances(
+    db: Database, vault: Vault, grid: Grid, agents: SimulatedAgents
+) -> None:
+    """Both instances went to node-1 while node-2 was away: no redeploy every tick."""
+    now = utcnow()
+    await set_node(db, "node-2", connected=False, disconnected_at=now - timedelta(seconds=10))
+    agents.offline.add((await nodes(db))["node-2"])
+    service = await add_service(db, grid, instances=2)
+    await deployed(db, vault, agents, service)
+    assert await layout(db, service) == {1: "node-1", 2: "node-1"}
+    assert await reschedule(db, RecordingSender(), now=now) == []
+
+
 async def nodes(db: Database) -> dict[str, str]:
     """Node name → id."""
     async with db.session() as session:

@@ -62,12 +62,17 @@ def test_an_offline_node_counts_until_its_strategys_grace_ends(
     strategy: str, offline_for: float, in_play: bool
 ) -> None:
     lost = offline(B, offline_for)
-    assert (lost in nodes_in_play([A, lost], strategy, NOW)) is in_play
+    assert (lost in nodes_in_play([A, lost], strategy, NOW, {"b"})) is in_play
+
+
+def test_an_offline_node_only_counts_for_the_instances_it_holds() -> None:
+    """Offered for new instances, it would make every tick want what no deploy can do."""
+    assert nodes_in_play([A, offline(B, 10)], "ha", NOW, {"a"}) == [A]
 
 
 def test_a_node_that_never_connected_is_not_in_play() -> None:
     never = NodeFacts("c", "node-c", connected=False)
-    assert nodes_in_play([A, never], "ha", NOW) == [A]
+    assert nodes_in_play([A, never], "ha", NOW, {"c"}) == [A]
 
 
 CASES = [
