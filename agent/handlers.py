@@ -10,8 +10,8 @@ from typing import Any
 
 from agent.config import AgentConfig
 from agent.connection import Identity, backoff_delay
-from agent.container_stats import SAVE_TIMEOUT, ContainerReporter
 from agent.container_logs import LogShipper
+from agent.container_stats import SAVE_TIMEOUT, ContainerReporter
 from agent.docker_client import DockerApi
 from agent.node_info import build_node_update, detect_private_ip
 from agent.pods import ServicePodManager

@@ -12,8 +12,8 @@ from functools import partial
 
 from agent.config import AgentConfig, ConfigError, load_config
 from agent.connection import EXIT_CONFIG, EXIT_CRASH, Agent
-from agent.container_stats import ContainerReporter
 from agent.container_logs import LogClient, LogShipper
+from agent.container_stats import ContainerReporter
 from agent.docker_client import DockerApi, DockerEngine
 from agent.handlers import NodeSession, NodeState, identify
 from agent.pod_docker import PodDocker

@@ -7,6 +7,13 @@ from typing import Any, Protocol
 
 from docker.errors import APIError, DockerException, NotFound
 
+from agent.pod_data import (
+    DataContainerError,
+    anonymous_paths,
+    ensure_data_container,
+    remove_data_containers,
+    volumes_from,
+)
 from agent.pod_plan import ContainerFacts
 from agent.volumes import VolumeError, ensure_volume
 from core.protocol import (
@@ -107,7 +114,7 @@ def host_config_args(pod: ServicePod) -> dict[str, Any]:
     args: dict[str, Any] = {
         "port_bindings": bindings,
         "binds": volume_binds(pod) or None,
-        "volumes_from": pod.volumes_from or None,
+        "volumes_from": volumes_from(pod) or None,
         "privileged": pod.privileged,
         "cap_add": pod.cap_add or None,
         "cap_drop": pod.cap_drop or None,
@@ -139,8 +146,9 @@ def create_args(pod: ServicePod, node_name: str) -> dict[str, Any]:
         "environment": pod_env(pod, node_name),
         "labels": pod_labels(pod),
         "ports": [(p.container_port, p.protocol) for p in pod.ports] or None,
-        # Anonymous volumes: Docker creates one per path (kept until the container is removed).
-        "volumes": [v.path for v in pod.volumes if not (v.bind_mount or v.name)] or None,
+        # Anonymous volumes: Docker creates one per path (kept until the container is removed);
+        # a stateful pod gets them from its data container instead (agent.pod_data).
+        "volumes": (None if pod.stateful else anonymous_paths(pod)) or None,
         "user": pod.user,
         "stop_signal": pod.stop_signal,
         "stop_timeout": pod.stop_grace_period,
@@ -202,11 +210,15 @@ class PodDocker:
     async def create(self, pod: ServicePod, node_name: str) -> str:
         """Create the pod's container; returns its id."""
         try:
+            if pod.stateful:
+                await ensure_data_container(self.api, pod)
             await self.ensure_volumes(pod)
             host_config = await self.api.call("create_host_config", **host_config_args(pod))
             created = await self.api.call(
                 "create_container", host_config=host_config, **create_args(pod, node_name)
             )
+        except DataContainerError as exc:
+            raise PodError(str(exc)) from exc
         except DockerException as exc:
             raise PodError(
                 f"creating container {pod.container_name} failed: {docker_error(exc)}"
@@ -221,6 +233,13 @@ class PodDocker:
                     await ensure_volume(self.api, volume)
                 except VolumeError as exc:
                     raise PodError(str(exc)) from exc
+
+    async def remove_data(self, pod_id: str) -> None:
+        """Remove a terminated pod's data container (stateful pods have one)."""
+        try:
+            await remove_data_containers(self.api, pod_id)
+        except DockerException as exc:
+            raise PodError(f"removal of the data container of {pod_id} failed: {exc}") from exc
 
     async def step(self, what: str, fn: str, container: str, name: str, **kwargs: Any) -> None:
         """One container operation (start, stop, restart, remove); NotFound is not an error."""

@@ -201,6 +201,9 @@ class PodWorker:
                 await self._docker.step("restart", "restart", container_id, name, timeout=grace)
             if action in (Action.START, Action.RESTART):
                 self._restart_requested_at = None
+        if Action.REMOVE in actions and Action.CREATE not in actions:
+            # Terminated (not re-created): a stateful pod's data goes with it.
+            await self._docker.remove_data(self.pod_id)
         return await self._docker.inspect(container_id) if container_id else None
 
     def _watch_health(self, pod: ServicePod | None, container: ContainerFacts | None) -> None:

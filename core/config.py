@@ -63,6 +63,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     deploy_instance_timeout: float = 300.0
     deploy_deadline: float = 1800.0
     service_remove_timeout: float = 120.0
+    # Continuous rescheduling: how often the scheduler checks running services (reference 20 s).
+    reschedule_interval: float = 20.0
     # ACME (Let's Encrypt): directory URL, a CA file to trust for a private ACME server, and
     # comma-separated host:port DNS resolvers for the master's own dns-01 TXT check.
     acme_directory: str = "https://acme-v02.api.letsencrypt.org/directory"

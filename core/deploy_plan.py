@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -86,18 +86,40 @@ async def plan_service(session: AsyncSession, grid: Grid, service: Service) -> P
         .scalars()
         .all()
     )
+    view, node_views = await placement_views(session, service, nodes)
+    return plan_deploy(
+        view, node_views, await grid_instances(session, grid.id), list(grid.default_affinity or ())
+    )
+
+
+async def placement_views(
+    session: AsyncSession, service: Service, nodes: Sequence[Node]
+) -> tuple[ServiceView, list[NodeView]]:
+    """The service and nodes as placement sees them, with the grid volumes the service mounts."""
+    refs = list((await service_volume_refs(session, service)).values())
+    view = replace(
+        service_view(service),
+        volume_drivers=tuple(dict.fromkeys(ref.driver for ref in refs)),
+        instance_volumes=tuple(dict.fromkeys(r.name for r in refs if r.scope == "instance")),
+    )
+    held = await node_volume_instances(session, [n.id for n in nodes]) if refs else {}
+    return view, [replace(node_view(n), volume_instances=held.get(n.id, ())) for n in nodes]
+
+
+async def grid_instances(session: AsyncSession, grid_id: str) -> list[InstanceView]:
+    """Every placed, not terminated instance of the grid's services, as placement sees it."""
     rows = (
         await session.execute(
             select(ServiceInstance, Service)
             .join(Service, Service.id == ServiceInstance.service_id)
             .where(
-                Service.grid_id == grid.id,
+                Service.grid_id == grid_id,
                 ServiceInstance.node_id.is_not(None),
                 ServiceInstance.desired_state != "terminated",
             )
         )
     ).all()
-    existing = [
+    return [
         InstanceView(
             service_id=other.id,
             service_name=pod_service_name(other),
@@ -107,16 +129,3 @@ async def plan_service(session: AsyncSession, grid: Grid, service: Service) -> P
         )
         for instance, other in rows
     ]
-    refs = list((await service_volume_refs(session, service)).values())
-    view = replace(
-        service_view(service),
-        volume_drivers=tuple(dict.fromkeys(ref.driver for ref in refs)),
-        instance_volumes=tuple(dict.fromkeys(r.name for r in refs if r.scope == "instance")),
-    )
-    held = await node_volume_instances(session, [n.id for n in nodes]) if refs else {}
-    return plan_deploy(
-        view,
-        [replace(node_view(n), volume_instances=held.get(n.id, ())) for n in nodes],
-        existing,
-        list(grid.default_affinity or ()),
-    )

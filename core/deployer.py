@@ -163,6 +163,7 @@ class DeployRun:
             await fenced_update(session, self.id, self.attempt)
             if self.attempt == 1:
                 service.deployed_at = self.started_at
+                service.deployed_revision = service.revision
                 self._event(session, "service:deploy", f"service {self.path} deploy started")
             await session.commit()
 

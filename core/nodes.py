@@ -16,6 +16,7 @@ from core.errors import AccessDenied, ErrorTree, Invalid, NotFound
 from core.events import record_event
 from core.node_status import lowest_free_number
 from core.runtime import Runtime
+from core.stateful import follow_availability
 from core.tokens import digest, new_grid_token, object_id
 from core.vault import Vault
 from models import Grid, Node
@@ -205,7 +206,9 @@ async def update_node(
         node.labels = list(data.labels)
     if data.availability is not None and data.availability != node.availability:
         node.availability = data.availability
-        # Stopping/restarting stateful instances on drain/active arrives with deploys ([F3]).
+        # Stateful instances stop in place on drain, start again on active (reference §3.9);
+        # stateless ones are moved by the rescheduling tick.
+        await follow_availability(session, node, data.availability)
         record_event(
             session,
             grid.id,

@@ -240,6 +240,7 @@ def build_pod(
         "image_credentials": inputs.image_credentials,
         "hooks": hooks_for_instance(spec, number),
         "health_check": health_check,
+        "stateful": service.stateful,
     }
     for key in (
         "memory",

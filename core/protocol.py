@@ -157,6 +157,10 @@ POD_LABEL_DEPLOY_REV = "io.kontena.container.deploy_rev"
 POD_LABEL_SERVICE_REVISION = "io.kontena.service.revision"
 POD_LABEL_STACK = "io.kontena.stack.name"
 POD_LABEL_GRID = "io.kontena.grid.name"
+# A stateful pod's data container (``<container>-volumes``) carries these instead of the pod's
+# own labels, so it is never taken for the pod's container or for an orphan.
+DATA_LABEL_TYPE = "io.kontena.container.type"
+DATA_LABEL_POD = "io.kontena.volumes.pod"
 
 
 # Labels on the Docker volumes the agent creates for grid volumes (Kontena's agent used
@@ -260,6 +264,8 @@ class ServicePod(msgspec.Struct, frozen=True, omit_defaults=True):
     # Hooks for this instance only; oneshot hooks already run are left out by the master.
     hooks: list[PodHook] = []
     health_check: PodHealthCheck | None = None
+    # Anonymous volumes live in a data container that outlives re-creates (reference §3.9).
+    stateful: bool = False
 
     @property
     def container_name(self) -> str:
@@ -298,6 +304,8 @@ class PodHealth(msgspec.Struct, frozen=True, omit_defaults=True):
     status: str  # healthy or unhealthy
     status_code: int | None = None
     error: str | None = None
+
+
 # Container logs (reference §5.5). The agent asks where each stream of a container stands,
 # then sends batches as requests: the answer says they are stored, so nothing is lost.
 LOG_CURSOR_METHOD = "/containers/log_cursor"

@@ -115,6 +115,15 @@ async def request_system_deploy(
     return deploy, True
 
 
+async def redeploy_service(
+    uow: UnitOfWork, grid: Grid, service: Service, *, force: bool = False
+) -> ServiceDeploy:
+    """A deploy the platform asks for (continuous rescheduling); the caller records why."""
+    if force:
+        service.revision += 1
+    return await _new_deploy(uow, grid, service, force)
+
+
 async def scale_service(
     uow: UnitOfWork, principal: Principal, grid: Grid, service: Service, instances: int
 ) -> ServiceDeploy:

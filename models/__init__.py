@@ -4,8 +4,8 @@ from models.acme import AcmeAccount, Certificate, CertificateRequest, DomainAuth
 from models.auth_requests import AuthorizationRequest
 from models.base import Base
 from models.config import ConfigEntry
-from models.containers import Container, ContainerStat
 from models.container_logs import ContainerLog, ContainerLogCursor
+from models.containers import Container, ContainerStat
 from models.grids import Grid
 from models.leases import Lease, TickRun
 from models.logs import AuditLog, EventLog
@@ -28,9 +28,9 @@ __all__ = [
     "CertificateRequest",
     "ConfigEntry",
     "Container",
-    "ContainerStat",
     "ContainerLog",
     "ContainerLogCursor",
+    "ContainerStat",
     "DomainAuthorization",
     "EventLog",
     "Grid",

@@ -35,6 +35,8 @@ class Service(ObjectIdMixin, TimestampMixin, Base):
     spec: Mapped[dict[str, Any]] = mapped_column(default=dict)
     deploy_requested_at: Mapped[datetime | None] = mapped_column()
     deployed_at: Mapped[datetime | None] = mapped_column()
+    # The revision the last started deploy rolled out; rescheduling redeploys when it lags.
+    deployed_revision: Mapped[int | None] = mapped_column()
 
 
 class ServiceInstance(ObjectIdMixin, TimestampMixin, Base):

@@ -10,7 +10,7 @@ import secrets
 import socket
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from core.config import Settings
 from core.jobs import Job, JobSender
@@ -28,7 +28,15 @@ class Tick:
 
     actor: str
     queue: str
-    period: int
+    period: float
+    # A Settings field that overrides ``period`` when set (tests shorten it).
+    period_setting: str = ""
+
+    def resolved(self, settings: Settings) -> Tick:
+        """This tick with its period taken from ``period_setting`` when it names one."""
+        if not self.period_setting:
+            return self
+        return replace(self, period=float(getattr(settings, self.period_setting)))
 
 
 # The schedule table: add a line for every periodic job (renewals, node sweeps, …).
@@ -41,6 +49,8 @@ SCHEDULE: list[Tick] = [
     Tick("certs.renew", "certs", 300),
     # Explicit Redis broker maintenance: a dead worker's messages come back within a minute.
     Tick("maintenance.broker", "maintenance", 60),
+    # Continuous rescheduling (reference §3.6): lost, drained and new nodes, lagging services.
+    Tick("services.reschedule", "deploys", 20, period_setting="reschedule_interval"),
 ]
 
 # The clock wakes at least this often to notice slot changes.
@@ -84,7 +94,7 @@ class _Clock:
     ) -> None:
         self.lease = LeaderLease(db, LEADER_LEASE, holder, settings.lease_ttl)
         self.sender = sender
-        self.schedule = list(schedule)
+        self.schedule = [tick.resolved(settings) for tick in schedule]
         self.ttl = float(settings.lease_ttl)
         self.epoch: int | None = None
         self.next_attempt = 0.0  # monotonic time of the next acquire/renew

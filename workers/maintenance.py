@@ -90,7 +90,7 @@ async def recover_lost_work(slot: int, epoch: int) -> None:
     max_age=3_600_000,
 )
 async def apply_retention(slot: int, epoch: int) -> None:
-    """Delete expired tokens, old event, audit and container logs, stats, old deploys and tick records."""
+    """Delete expired tokens, old logs (event, audit, container), stats, deploys and tick runs."""
     async with context.database().session() as session:
         if not await claim_tick(session, RETENTION, slot, epoch):
             return

@@ -26,6 +26,7 @@ from api.schemas.nodes import (
 )
 from core import grids, node_metrics, nodes
 from core.auth import Principal
+from core.stateful import nudge_node
 from core.unit_of_work import UnitOfWork
 from core.validation import decode_body, parse_json
 from models import Grid as GridRow
@@ -158,6 +159,9 @@ class NodeController(Controller):
         data = decode_body(body, NodeUpdate)
         await nodes.update_node(uow.session, principal, grid_row, row, data)
         _audit(request, uow, principal, grid_row, row, "update", body)
+        if data.availability is not None:
+            # Stateful instances there stop or start again: the agent hears it now.
+            uow.after_commit(partial(nudge_node, get_runtime(state), row))
         return await _render(state, uow, grid_row, row)
 
     @delete("/", summary="Remove a node", status_code=200)
