@@ -12,7 +12,13 @@ import importlib
 import dramatiq
 
 # Add a module here when it declares actors.
-ACTOR_MODULES = ("workers.maintenance", "workers.nodes", "workers.deploys", "workers.acme")
+ACTOR_MODULES = (
+    "workers.maintenance",
+    "workers.nodes",
+    "workers.deploys",
+    "workers.acme",
+    "workers.stacks",
+)
 
 
 def load_actors(broker: dramatiq.Broker | None = None) -> dict[str, dramatiq.Actor[..., object]]:

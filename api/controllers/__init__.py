@@ -20,6 +20,7 @@ MODULES = (
     "api.controllers.registries",
     "api.controllers.nodes",
     "api.controllers.services",
+    "api.controllers.stacks",
     "api.controllers.queues",
     "api.controllers.metrics",
     "api.controllers.certificates",

@@ -1,0 +1,62 @@
+"""Stack actors: deploy a stack (its services one by one in link order) and remove a stack."""
+
+from __future__ import annotations
+
+import logging
+
+import dramatiq
+
+from core.errors import PermanentJobError
+from core.stack_deploy import (
+    STACK_DEPLOY,
+    STACK_REMOVE,
+    StackEnv,
+    run_stack_deploy,
+    run_stack_removal,
+)
+from workers import context
+from workers.deploys import DEPLOY_TIME_LIMIT_MS, deploy_env
+
+log = logging.getLogger(__name__)
+
+
+def stack_env() -> StackEnv:
+    """The stack job environment of this worker process."""
+    return StackEnv(
+        deploy=deploy_env(),
+        sender=context.sender(),
+        remove_timeout=context.settings().service_remove_timeout,
+    )
+
+
+@dramatiq.actor(
+    actor_name=STACK_DEPLOY.actor,
+    queue_name=STACK_DEPLOY.queue,
+    work_kind=STACK_DEPLOY.name,
+    max_retries=3,
+    min_backoff=1_000,
+    max_backoff=10_000,
+    # Service deploys run inside this job, each under the deploy deadline.
+    time_limit=DEPLOY_TIME_LIMIT_MS,
+    throws=(PermanentJobError,),
+)
+async def deploy(deploy_id: str) -> None:
+    """Run (or resume) stack deploy ``deploy_id``."""
+    if not await run_stack_deploy(stack_env(), deploy_id, context.settings().max_deliveries):
+        log.info("stack deploy %s: finished or held by another worker", deploy_id)
+
+
+@dramatiq.actor(
+    actor_name=STACK_REMOVE.actor,
+    queue_name=STACK_REMOVE.queue,
+    work_kind=STACK_REMOVE.name,
+    max_retries=3,
+    min_backoff=1_000,
+    max_backoff=10_000,
+    time_limit=DEPLOY_TIME_LIMIT_MS,
+    throws=(PermanentJobError,),
+)
+async def remove(removal_id: str) -> None:
+    """Stop and remove the stack's services in reverse link order, then the stack."""
+    if not await run_stack_removal(stack_env(), removal_id, context.settings().max_deliveries):
+        log.info("stack removal %s: finished or held by another worker", removal_id)
