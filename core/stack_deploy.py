@@ -1,4 +1,4 @@
-"""Stack deploys and removals (reference §3.7): the request side and the worker side.
+"""Stack deploys (reference §3.7): the request side and the ``stacks.deploy`` job.
 
 The request applies the latest revision to the services (update or create, in link order)
 and commits a :class:`StackDeploy` in ``created`` (visible before any service deploy starts,
@@ -13,69 +13,38 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import service_actions, services, work
 from core.auth import Principal
-from core.deploy_actions import notify_service, remove_service
+from core.deploy_actions import remove_service
 from core.deploy_queue import Gate, mark_queued
-from core.deployer import DeployEnv, run_deploy
+from core.deployer import run_deploy
 from core.errors import ErrorTree, Invalid, NotFound
 from core.events import Severity, record_event
-from core.jobs import JobSender
 from core.service_spec import ServiceCreate, ServiceUpdate
-from core.stack_spec import link_order
-from core.stacks import (
-    latest_revision,
-    null_stack_error,
-    stack_path,
-    stack_services,
+from core.stack_jobs import (
+    LEASE_SECONDS,
+    STACK_DEPLOY,
+    StackEnv,
+    StackFailed,
+    StackLost,
+    fenced,
+    mark_removing,
 )
+from core.stack_spec import link_order
+from core.stacks import latest_revision, null_stack_error, stack_path, stack_services
 from core.unit_of_work import UnitOfWork
 from core.validation import convert
-from models import (
-    Grid,
-    Service,
-    ServiceDeploy,
-    ServiceInstance,
-    Stack,
-    StackDeploy,
-    StackRemoval,
-    StackRevision,
-)
+from models import Grid, Service, ServiceDeploy, Stack, StackDeploy, StackRevision
 from models.base import utcnow
 from models.services import NULL_STACK
 from models.work import WorkState
 
 log = logging.getLogger(__name__)
-
-QUEUE = "deploys"
-# Renewed on every poll while the stack deploy waits for its services.
-LEASE_SECONDS = 120
-STACK_DEPLOY = work.register(
-    work.WorkKind(
-        name="stack_deploy",
-        model=StackDeploy,
-        actor="stacks.deploy",
-        queue=QUEUE,
-        lease_seconds=LEASE_SECONDS,
-    )
-)
-STACK_REMOVE = work.register(
-    work.WorkKind(
-        name="stack_remove",
-        model=StackRemoval,
-        actor="stacks.remove",
-        queue=QUEUE,
-        lease_seconds=LEASE_SECONDS,
-    )
-)
-
 
 # --- request side -----------------------------------------------------------------------
 
@@ -128,44 +97,6 @@ async def deploy_stack(
     )
     uow.enqueue(STACK_DEPLOY.job(deploy.id))
     return deploy
-
-
-async def delete_stack(uow: UnitOfWork, principal: Principal, grid: Grid, stack: Stack) -> None:
-    """Hide the stack and queue its removal; 422 when another stack links to its services."""
-    session = uow.session
-    rows = await stack_services(session, grid, stack.name)
-    errors: ErrorTree = {}
-    for row in rows:
-        users = [
-            user.stack + "/" + user.name
-            for user in await services.linked_from(session, grid, row)
-            if user.stack != stack.name
-        ]
-        if users:
-            errors[row.name] = {
-                "service": "Cannot delete service that is linked to another service "
-                f"({', '.join(users)})"
-            }
-    if errors:
-        raise Invalid({"services": errors})
-    stack.removing = True
-    removal = StackRemoval(
-        grid_id=grid.id,
-        stack_id=stack.id,
-        stack_name=stack.name,
-        state=WorkState.CREATED.value,
-        sent_at=utcnow(),
-    )
-    session.add(removal)
-    await session.flush()
-    record_event(
-        session,
-        grid.id,
-        "stack:remove_request",
-        f"removal of stack {stack_path(grid.name, stack.name)} requested by {principal.user.email}",
-        stack=stack.name,
-    )
-    uow.enqueue(STACK_REMOVE.job(removal.id))
 
 
 async def stop_stack(uow: UnitOfWork, principal: Principal, grid: Grid, name: str) -> None:
@@ -221,44 +152,6 @@ async def service_deploys(
 
 
 # --- worker side ------------------------------------------------------------------------
-
-
-@dataclass
-class StackEnv:
-    """What stack jobs need: the deploy environment, a job sender and the removal timeout."""
-
-    deploy: DeployEnv
-    sender: JobSender
-    remove_timeout: float = 120.0
-    poll_interval: float = 0.2
-
-
-class StackFailed(Exception):
-    """The stack job ends ``error`` with this reason."""
-
-
-class StackLost(Exception):
-    """Another delivery took the stack deploy over (or it was finished meanwhile)."""
-
-
-async def _fenced(
-    session: AsyncSession, model: Any, row_id: str, attempt: int, **values: Any
-) -> None:
-    """Write to a claimed row only while this attempt holds it; renews the lease."""
-    values.setdefault("lease_until", utcnow() + timedelta(seconds=LEASE_SECONDS))
-    result = await session.execute(
-        update(model)
-        .where(
-            model.id == row_id,
-            model.state == WorkState.ONGOING.value,
-            model.attempts == attempt,
-        )
-        .values(**values)
-        .returning(model.id)
-        .execution_options(synchronize_session=False)
-    )
-    if result.first() is None:
-        raise StackLost(row_id)
 
 
 async def run_stack_deploy(env: StackEnv, deploy_id: str, max_deliveries: int) -> bool:
@@ -326,7 +219,7 @@ class StackDeployRun:
             order, errors = link_order(revision.services, stack.name)
             if errors:
                 raise StackFailed(f"stack {self.path} has broken links: {errors}")
-            await _fenced(session, StackDeploy, self.id, self.attempt)
+            await fenced(session, StackDeploy, self.id, self.attempt)
             if self.attempt == 1:
                 self._event(session, f"stack {self.path} deploy started")
             await session.commit()
@@ -354,8 +247,8 @@ class StackDeployRun:
                         f"cannot remove service {self.name}/{row.name} of stack {self.path}: "
                         f"it is linked from {', '.join(users)}"
                     )
-                await _mark_removing(session, row)
-            await _fenced(session, StackDeploy, self.id, self.attempt)
+                await mark_removing(session, row)
+            await fenced(session, StackDeploy, self.id, self.attempt)
             await session.commit()
             ids = [(row.id, row.name) for row in dropped]
         for service_id, name in ids:
@@ -392,7 +285,7 @@ class StackDeployRun:
             uow = UnitOfWork(session, self.env.sender)
             deploy = await service_actions.create_deploy(uow, grid, service)
             self.progress.append({"service": name, "deploy_id": deploy.id})
-            await _fenced(
+            await fenced(
                 session, StackDeploy, self.id, self.attempt, service_deploys=list(self.progress)
             )
             await uow.commit()
@@ -412,12 +305,12 @@ class StackDeployRun:
                 if row is None:
                     raise StackFailed(f"a service deploy of stack {self.path} was removed")
                 if WorkState(row.state).terminal:
-                    await _fenced(session, StackDeploy, self.id, self.attempt)
+                    await fenced(session, StackDeploy, self.id, self.attempt)
                     await session.commit()
                     return row
                 if outcome is Gate.WAIT:
                     await mark_queued(session, deploy_id)
-                await _fenced(session, StackDeploy, self.id, self.attempt)
+                await fenced(session, StackDeploy, self.id, self.attempt)
                 await session.commit()
             if time.monotonic() - started > self.env.deploy.deadline:
                 raise StackFailed(f"halting deploy of stack {self.path}: deadline exceeded")
@@ -425,7 +318,7 @@ class StackDeployRun:
 
     async def _finish(self, success: bool, reason: str | None) -> None:
         async with self.env.deploy.db.session() as session:
-            await _fenced(
+            await fenced(
                 session,
                 StackDeploy,
                 self.id,
@@ -449,147 +342,3 @@ class StackDeployRun:
         record_event(
             session, self.grid_id, "stack:deploy", message, severity=severity, stack=self.name
         )
-
-
-async def _mark_removing(session: AsyncSession, service: Service) -> None:
-    """Hide the service and ask its instances to terminate (the removal waits for agents)."""
-    service.state = services.REMOVING
-    await session.execute(
-        update(ServiceInstance)
-        .where(ServiceInstance.service_id == service.id)
-        .values(desired_state="terminated", updated_at=utcnow())
-        .execution_options(synchronize_session=False)
-    )
-
-
-async def run_stack_removal(env: StackEnv, removal_id: str, max_deliveries: int) -> bool:
-    """One delivery of ``stacks.remove``; False when there was nothing to do."""
-    async with env.deploy.db.session() as session:
-        row = await work.claim(
-            session, StackRemoval, removal_id, LEASE_SECONDS, max_deliveries=max_deliveries
-        )
-        await session.commit()
-    if row is None:
-        return False
-    attempt = row.attempts
-    try:
-        await _remove_stack(env, row, attempt)
-    except StackFailed as exc:
-        async with env.deploy.db.session() as session:
-            stack = await session.get(Stack, row.stack_id)
-            if stack is not None:
-                stack.removing = False  # visible again, so the user sees what is left
-            record_event(
-                session,
-                row.grid_id,
-                "stack:remove",
-                f"removal of stack {row.stack_name} failed: {exc}",
-                severity=Severity.ERROR,
-                stack=row.stack_name,
-            )
-            await _fenced(
-                session,
-                StackRemoval,
-                row.id,
-                attempt,
-                state=WorkState.ERROR.value,
-                finished_at=utcnow(),
-                reason=str(exc),
-                lease_until=None,
-            )
-            await session.commit()
-    except StackLost:
-        log.warning("stack removal %s was finished or taken over meanwhile", removal_id)
-    return True
-
-
-async def _remove_stack(env: StackEnv, row: StackRemoval, attempt: int) -> None:
-    """Stop every service, remove them in reverse link order, then delete the stack."""
-    async with env.deploy.db.session() as session:
-        rows = list(
-            (
-                await session.execute(
-                    select(Service).where(
-                        Service.grid_id == row.grid_id, Service.stack == row.stack_name
-                    )
-                )
-            ).scalars()
-        )
-        for service in rows:
-            if service.state != services.REMOVING:
-                service.state = "stopped"
-        await session.execute(
-            update(ServiceInstance)
-            .where(
-                ServiceInstance.service_id.in_([s.id for s in rows]),
-                ServiceInstance.desired_state != "terminated",
-            )
-            .values(desired_state="stopped", updated_at=utcnow())
-            .execution_options(synchronize_session=False)
-        )
-        await _fenced(session, StackRemoval, row.id, attempt)
-        await session.commit()
-        order = removal_order(rows, row.stack_name)
-    for service_id in order:
-        await notify_service(env.deploy, service_id)
-    for service_id in order:
-        async with env.deploy.db.session() as session:
-            target = await session.get(Service, service_id)
-            grid = await session.get(Grid, row.grid_id)
-            if target is None or grid is None:
-                continue
-            users = [
-                services.qualified_name(user)
-                for user in await services.linked_from(session, grid, target)
-                if user.stack != row.stack_name
-            ]
-            if users:
-                raise StackFailed(
-                    f"service {row.stack_name}/{target.name} is linked from {', '.join(users)}"
-                )
-            await _mark_removing(session, target)
-            await _fenced(session, StackRemoval, row.id, attempt)
-            await session.commit()
-        await remove_service(env.deploy, service_id, env.remove_timeout)
-    async with env.deploy.db.session() as session:
-        stack = await session.get(Stack, row.stack_id)
-        if stack is not None:
-            await session.delete(stack)
-        record_event(
-            session,
-            row.grid_id,
-            "stack:remove",
-            f"stack {row.stack_name} removed",
-            stack=row.stack_name,
-        )
-        await _fenced(
-            session,
-            StackRemoval,
-            row.id,
-            attempt,
-            state=WorkState.SUCCESS.value,
-            finished_at=utcnow(),
-            lease_until=None,
-        )
-        await session.commit()
-
-
-def removal_order(rows: Sequence[Service], stack: str) -> list[str]:
-    """Service ids with every service before the services it links to (reverse link order)."""
-    by_id = {row.id: row for row in rows}
-    hashes = [
-        {
-            "name": row.name,
-            "links": [
-                {"name": by_id[str(link.get("service_id"))].name}
-                for link in row.spec.get("links") or []
-                if str(link.get("service_id")) in by_id
-            ],
-        }
-        for row in rows
-    ]
-    order, _ = link_order(hashes, stack)
-    # A cycle cannot be stored, but never leave a service out because of one.
-    names = [*order, *(row.name for row in rows if row.name not in order)]
-    ids = {row.name: row.id for row in rows}
-    return [ids[name] for name in reversed(names)]

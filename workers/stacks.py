@@ -7,13 +7,9 @@ import logging
 import dramatiq
 
 from core.errors import PermanentJobError
-from core.stack_deploy import (
-    STACK_DEPLOY,
-    STACK_REMOVE,
-    StackEnv,
-    run_stack_deploy,
-    run_stack_removal,
-)
+from core.stack_deploy import run_stack_deploy
+from core.stack_jobs import STACK_DEPLOY, STACK_REMOVE, StackEnv
+from core.stack_removal import run_stack_removal
 from workers import context
 from workers.deploys import DEPLOY_TIME_LIMIT_MS, deploy_env
 

@@ -27,7 +27,7 @@ from api.schemas.stacks import (
     stack_deploy_view,
     stack_view,
 )
-from core import logs, stack_deploy, stacks
+from core import logs, stack_deploy, stack_removal, stacks
 from core.auth import Principal
 from core.errors import Invalid, NotFound
 from core.stack_spec import StackCreate, StackLabels, StackUpdate
@@ -195,7 +195,7 @@ class StackController(Controller):
         if stack == NULL_STACK:
             raise Invalid({"stack": "Cannot delete default stack"})
         row = await stacks.get_stack(uow.session, grid_row, stack)
-        await stack_deploy.delete_stack(uow, principal, grid_row, row)
+        await stack_removal.delete_stack(uow, principal, grid_row, row)
         _audit(request, uow, principal, grid_row, row.name, "delete")
         return {}
 

@@ -15,7 +15,9 @@ import pytest
 from sqlalchemy import select
 
 from core.jobs import Job
-from core.stack_deploy import StackEnv, removal_order, run_stack_deploy, run_stack_removal
+from core.stack_deploy import run_stack_deploy
+from core.stack_jobs import StackEnv
+from core.stack_removal import removal_order, run_stack_removal
 from core.stack_spec import link_order
 from core.stacks import derive_state
 from core.vault import Vault
