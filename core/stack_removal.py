@@ -83,36 +83,41 @@ async def run_stack_removal(env: StackEnv, removal_id: str, max_deliveries: int)
         await session.commit()
     if row is None:
         return False
-    attempt = row.attempts
     try:
-        await _remove_stack(env, row, attempt)
-    except StackFailed as exc:
-        async with env.deploy.db.session() as session:
-            stack = await session.get(Stack, row.stack_id)
-            if stack is not None:
-                stack.removing = False  # visible again, so the user sees what is left
-            record_event(
-                session,
-                row.grid_id,
-                "stack:remove",
-                f"removal of stack {row.stack_name} failed: {exc}",
-                severity=Severity.ERROR,
-                stack=row.stack_name,
-            )
-            await fenced(
-                session,
-                StackRemoval,
-                row.id,
-                attempt,
-                state=WorkState.ERROR.value,
-                finished_at=utcnow(),
-                reason=str(exc),
-                lease_until=None,
-            )
-            await session.commit()
+        try:
+            await _remove_stack(env, row, row.attempts)
+        except StackFailed as exc:
+            await _fail(env, row, str(exc))
     except StackLost:
         log.warning("stack removal %s was finished or taken over meanwhile", removal_id)
     return True
+
+
+async def _fail(env: StackEnv, row: StackRemoval, reason: str) -> None:
+    """End the removal ``error``; the stack becomes visible again with what is left of it."""
+    async with env.deploy.db.session() as session:
+        stack = await session.get(Stack, row.stack_id)
+        if stack is not None:
+            stack.removing = False
+        record_event(
+            session,
+            row.grid_id,
+            "stack:remove",
+            f"removal of stack {row.stack_name} failed: {reason}",
+            severity=Severity.ERROR,
+            stack=row.stack_name,
+        )
+        await fenced(
+            session,
+            StackRemoval,
+            row.id,
+            row.attempts,
+            state=WorkState.ERROR.value,
+            finished_at=utcnow(),
+            reason=reason,
+            lease_until=None,
+        )
+        await session.commit()
 
 
 async def _remove_stack(env: StackEnv, row: StackRemoval, attempt: int) -> None:

@@ -8,12 +8,14 @@ covered by tests/e2e/test_stack_lifecycle.py.
 from __future__ import annotations
 
 import copy
+from datetime import timedelta
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
+from core import work
 from core.jobs import Job
 from core.stack_deploy import run_stack_deploy
 from core.stack_jobs import StackEnv
@@ -21,7 +23,8 @@ from core.stack_removal import removal_order, run_stack_removal
 from core.stack_spec import link_order
 from core.stacks import derive_state
 from core.vault import Vault
-from models import Grid, Service, ServiceDeploy, Stack, StackRemoval
+from models import Grid, Service, ServiceDeploy, Stack, StackDeploy, StackRemoval
+from models.base import utcnow
 from models.db import Database
 from tests.core.deploy_support import SimulatedAgents, add_nodes, make_env
 
@@ -198,3 +201,58 @@ def test_derived_state() -> None:
     assert derive_state(["stopped", "stopped"], False) == "stopped"
     assert derive_state(["running", "running"], False) == "running"
     assert derive_state(["running", "stopped"], False) == "partially_running"
+
+
+async def test_a_resumed_stack_deploy_awaits_the_service_deploy_it_had_started(
+    client: httpx.AsyncClient, admin: Any, grid: Grid, env: StackEnv, db: Database
+) -> None:
+    await client.post("/v1/grids/main/stacks", json=BODY, headers=admin.headers)
+    deploy_id = await request_deploy(client, admin)
+    # A first worker claimed the stack deploy, started db's deploy, and died.
+    started = await client.post("/v1/services/main/app/db/deploy", headers=admin.headers)
+    db_deploy = started.json()["id"]
+    async with db.session() as session:
+        row = await work.claim(session, StackDeploy, deploy_id)
+        assert row is not None
+        row.service_deploys = [{"service": "db", "deploy_id": db_deploy}]
+        row.lease_until = utcnow() - timedelta(seconds=1)
+        await session.commit()
+    assert await run_stack_deploy(env, deploy_id, 5)
+    body = await stack_deploy(client, admin, deploy_id)
+    assert body["state"] == "success", body
+    assert body["service_deploys"][0]["id"] == db_deploy
+    async with db.session() as session:
+        count = (await session.execute(select(func.count()).select_from(ServiceDeploy))).scalar()
+    assert count == 2  # db's (resumed, not repeated) and web's
+
+
+async def test_a_removal_that_cannot_finish_leaves_the_stack_visible_with_a_reason(
+    client: httpx.AsyncClient, admin: Any, grid: Grid, env: StackEnv, db: Database
+) -> None:
+    await client.post("/v1/grids/main/stacks", json=BODY, headers=admin.headers)
+    assert (await client.delete("/v1/stacks/main/app", headers=admin.headers)).status_code == 200
+    # Meanwhile another stack linked to one of its services (still there until removed).
+    front = {
+        **copy.deepcopy(BODY),
+        "name": "front",
+        "services": [
+            {
+                "name": "lb",
+                "image": "local/busybox:latest",
+                "stateful": False,
+                "links": [{"name": "app/web", "alias": "web"}],
+            }
+        ],
+    }
+    created = await client.post("/v1/grids/main/stacks", json=front, headers=admin.headers)
+    assert created.status_code == 201, created.text
+    async with db.session() as session:
+        removal = (await session.execute(select(StackRemoval))).scalar_one()
+    assert await run_stack_removal(env, removal.id, 5)
+    async with db.session() as session:
+        done = await session.get(StackRemoval, removal.id)
+        assert done is not None and done.state == "error"
+        assert done.reason == "service app/web is linked from front/lb"
+    # web is still there (and so is db, which web links to: reverse link order stopped first).
+    assert (await client.get("/v1/stacks/main/app", headers=admin.headers)).status_code == 200
+    assert await service_names(db) == ["db", "lb", "web"]
