@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import exists, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import services
@@ -31,7 +31,7 @@ from core.stack_spec import (
     revision_attrs,
 )
 from core.validation import convert
-from models import Grid, Service, ServiceDeploy, Stack, StackDeploy, StackRevision
+from models import Grid, Service, ServiceDeploy, Stack, StackDeploy, StackRemoval, StackRevision
 from models.base import utcnow
 from models.services import NULL_STACK
 from models.work import WorkState
@@ -57,11 +57,18 @@ def null_stack_error(verb: str) -> Invalid:
     return Invalid({"stack": f"Cannot {verb} null stack"})
 
 
+def _visible(grid: Grid) -> Any:
+    """Stacks of ``grid`` not being removed (a removal that ended without finishing, e.g.
+    retries exhausted, shows the stack again with what is left of it)."""
+    removal_active = exists().where(
+        StackRemoval.stack_id == Stack.id, StackRemoval.state.in_(ACTIVE)
+    )
+    return (Stack.grid_id == grid.id) & (Stack.removing.is_(False) | ~removal_active)
+
+
 async def find_stack(session: AsyncSession, grid: Grid, name: str) -> Stack | None:
     """The visible stack ``name`` of ``grid`` (not being removed), or None."""
-    query = select(Stack).where(
-        Stack.grid_id == grid.id, Stack.name == name, Stack.removing.is_(False)
-    )
+    query = select(Stack).where(_visible(grid), Stack.name == name)
     return (await session.execute(query)).scalar_one_or_none()
 
 
@@ -75,11 +82,7 @@ async def get_stack(session: AsyncSession, grid: Grid, name: str) -> Stack:
 
 async def list_stacks(session: AsyncSession, grid: Grid) -> Sequence[Stack]:
     """The grid's stacks by name (the implicit ``null`` stack is not listed)."""
-    query = (
-        select(Stack)
-        .where(Stack.grid_id == grid.id, Stack.removing.is_(False))
-        .order_by(Stack.name)
-    )
+    query = select(Stack).where(_visible(grid)).order_by(Stack.name)
     return (await session.execute(query)).scalars().all()
 
 
@@ -120,9 +123,7 @@ async def stack_services(session: AsyncSession, grid: Grid, name: str) -> list[S
 
 async def children(session: AsyncSession, grid: Grid, name: str) -> Sequence[Stack]:
     """Stacks installed as dependencies of stack ``name``."""
-    query = select(Stack).where(
-        Stack.grid_id == grid.id, Stack.parent_name == name, Stack.removing.is_(False)
-    )
+    query = select(Stack).where(_visible(grid), Stack.parent_name == name)
     return (await session.execute(query.order_by(Stack.name))).scalars().all()
 
 

@@ -11,7 +11,8 @@ import pytest
 import redis
 from sqlalchemy import select
 
-from models import Service, StackRevision
+from core.work import fail_row
+from models import Service, StackRemoval, StackRevision
 from models.db import Database
 from tests.fixtures.audit import assert_audited
 from tests.fixtures.service_rows import queued_jobs
@@ -412,3 +413,22 @@ async def test_event_logs_of_a_stack(client: httpx.AsyncClient, admin: Any, grid
         f"/v1/stacks/main/app/event_logs?from={logs[0]['id']}", headers=admin.headers
     )
     assert [e["id"] for e in after.json()["logs"]] == [e["id"] for e in logs[1:]]
+
+
+async def test_a_removal_that_ended_error_shows_the_stack_again(
+    client: httpx.AsyncClient, admin: Any, grid: str, db: Database
+) -> None:
+    await create(client, admin, BODY)
+    assert (await client.delete("/v1/stacks/main/app", headers=admin.headers)).status_code == 200
+    assert (await client.get("/v1/stacks/main/app", headers=admin.headers)).status_code == 404
+    # The worker's retries ran out (the WorkRows middleware marks the row error).
+    async with db.session() as session:
+        removal = (await session.execute(select(StackRemoval))).scalar_one()
+        assert await fail_row(session, StackRemoval, removal.id, "failed after 4 attempts")
+        await session.commit()
+    shown = await client.get("/v1/stacks/main/app", headers=admin.headers)
+    assert shown.status_code == 200
+    listed = await client.get("/v1/grids/main/stacks", headers=admin.headers)
+    assert [s["name"] for s in listed.json()["stacks"]] == ["app"]
+    again = await client.delete("/v1/stacks/main/app", headers=admin.headers)
+    assert again.status_code == 200
