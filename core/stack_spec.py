@@ -133,7 +133,8 @@ def in_stack_links(service: Mapping[str, Any], stack: str) -> list[str]:
     used for ordering (they must exist already).
     """
     found: list[str] = []
-    for link in service.get("links") or []:
+    links = service.get("links")
+    for link in links if isinstance(links, list) else []:
         target = link.get("name") if isinstance(link, Mapping) else None
         if not isinstance(target, str):
             continue

@@ -189,6 +189,25 @@ async def test_service_errors_name_the_service(
     }
 
 
+async def test_junk_service_hashes_are_422(
+    client: httpx.AsyncClient, admin: Any, grid: str
+) -> None:
+    body = {**copy.deepcopy(BODY), "expose": None}
+    body["services"] = [
+        5,
+        {"name": 7},
+        {"name": "x", "image": "busybox", "stateful": False, "links": 3},
+    ]
+    error = await invalid(client, admin, body)
+    assert error == {
+        "services": {
+            "0": "isn't a hash",
+            "1": {"name": "Name isn't a string"},
+            "x": {"links": "Links isn't an array"},
+        }
+    }
+
+
 async def test_missing_and_cyclic_links_are_422_naming_the_service(
     client: httpx.AsyncClient, admin: Any, grid: str
 ) -> None:
