@@ -15,7 +15,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import service_actions, services, work
@@ -152,6 +152,31 @@ async def service_deploys(
 
 
 # --- worker side ------------------------------------------------------------------------
+
+
+async def must_wait(env: StackEnv, deploy_id: str) -> bool:
+    """True while an older deploy of the same stack is unfinished: deploys of a stack run one
+    at a time, in request order. A waiting deploy stays ``created`` with ``queued_at`` set."""
+    async with env.deploy.db.session() as session:
+        row = await session.get(StackDeploy, deploy_id)
+        if row is None or row.state != WorkState.CREATED.value:
+            return False
+        older = select(StackDeploy.id).where(
+            StackDeploy.stack_id == row.stack_id,
+            StackDeploy.id != row.id,
+            StackDeploy.state.in_((WorkState.CREATED.value, WorkState.ONGOING.value)),
+            or_(
+                StackDeploy.created_at < row.created_at,
+                and_(StackDeploy.created_at == row.created_at, StackDeploy.id < row.id),
+            ),
+        )
+        if (await session.execute(older.limit(1))).first() is None:
+            return False
+        now = utcnow()
+        row.queued_at = row.queued_at or now
+        row.sent_at = now  # the job re-sends itself: recovery need not
+        await session.commit()
+        return True
 
 
 async def run_stack_deploy(env: StackEnv, deploy_id: str, max_deliveries: int) -> bool:

@@ -7,13 +7,16 @@ import logging
 import dramatiq
 
 from core.errors import PermanentJobError
-from core.stack_deploy import run_stack_deploy
+from core.stack_deploy import must_wait, run_stack_deploy
 from core.stack_jobs import STACK_DEPLOY, STACK_REMOVE, StackEnv
 from core.stack_removal import run_stack_removal
 from workers import context
 from workers.deploys import DEPLOY_TIME_LIMIT_MS, deploy_env
 
 log = logging.getLogger(__name__)
+
+# A stack deploy waiting behind an older deploy of its stack checks again this often.
+QUEUED_RECHECK_MS = 1_000
 
 
 def stack_env() -> StackEnv:
@@ -37,8 +40,13 @@ def stack_env() -> StackEnv:
     throws=(PermanentJobError,),
 )
 async def deploy(deploy_id: str) -> None:
-    """Run (or resume) stack deploy ``deploy_id``."""
-    if not await run_stack_deploy(stack_env(), deploy_id, context.settings().max_deliveries):
+    """Run (or resume) stack deploy ``deploy_id``; if its stack has an older one, wait for it."""
+    env = stack_env()
+    if await must_wait(env, deploy_id):
+        # A new message rather than a Retry: waiting is not a failure and burns no retries.
+        deploy.send_with_options(args=(deploy_id,), delay=QUEUED_RECHECK_MS)
+        return
+    if not await run_stack_deploy(env, deploy_id, context.settings().max_deliveries):
         log.info("stack deploy %s: finished or held by another worker", deploy_id)
 
 

@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 
 from core import work
 from core.jobs import Job
-from core.stack_deploy import run_stack_deploy
+from core.stack_deploy import must_wait, run_stack_deploy
 from core.stack_jobs import StackEnv
 from core.stack_removal import removal_order, run_stack_removal
 from core.stack_spec import link_order
@@ -256,3 +256,19 @@ async def test_a_removal_that_cannot_finish_leaves_the_stack_visible_with_a_reas
     # web is still there (and so is db, which web links to: reverse link order stopped first).
     assert (await client.get("/v1/stacks/main/app", headers=admin.headers)).status_code == 200
     assert await service_names(db) == ["db", "lb", "web"]
+
+
+async def test_deploys_of_one_stack_run_one_at_a_time_in_request_order(
+    client: httpx.AsyncClient, admin: Any, grid: Grid, env: StackEnv, db: Database
+) -> None:
+    await client.post("/v1/grids/main/stacks", json=BODY, headers=admin.headers)
+    first = await request_deploy(client, admin)
+    second = await request_deploy(client, admin)
+    assert not await must_wait(env, first)
+    assert await must_wait(env, second)
+    waiting = await stack_deploy(client, admin, second)
+    assert waiting["state"] == "created"
+    assert await run_stack_deploy(env, first, 5)
+    assert not await must_wait(env, second)
+    assert await run_stack_deploy(env, second, 5)
+    assert (await stack_deploy(client, admin, second))["state"] == "success"
