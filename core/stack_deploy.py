@@ -155,8 +155,9 @@ async def service_deploys(
 
 
 async def must_wait(env: StackEnv, deploy_id: str) -> bool:
-    """True while an older deploy of the same stack is unfinished: deploys of a stack run one
-    at a time, in request order. A waiting deploy stays ``created`` with ``queued_at`` set."""
+    """True while an older deploy of the same stack is unfinished (this one stays ``created``)."""
+    # Deploys of one stack run one at a time in request order, or their services' deploys and
+    # removals would interleave.
     async with env.deploy.db.session() as session:
         row = await session.get(StackDeploy, deploy_id)
         if row is None or row.state != WorkState.CREATED.value:

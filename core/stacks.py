@@ -58,8 +58,8 @@ def null_stack_error(verb: str) -> Invalid:
 
 
 def _visible(grid: Grid) -> Any:
-    """Stacks of ``grid`` not being removed (a removal that ended without finishing, e.g.
-    retries exhausted, shows the stack again with what is left of it)."""
+    """Stacks of ``grid`` that no unfinished removal hides."""
+    # A removal that ended without finishing (retries exhausted) shows what is left again.
     removal_active = exists().where(
         StackRemoval.stack_id == Stack.id, StackRemoval.state.in_(ACTIVE)
     )
