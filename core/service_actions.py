@@ -57,6 +57,11 @@ async def _new_deploy(uow: UnitOfWork, grid: Grid, service: Service, force: bool
     return deploy
 
 
+async def create_deploy(uow: UnitOfWork, grid: Grid, service: Service) -> ServiceDeploy:
+    """A deploy of ``service`` in ``created``, its job sent on commit (stack deploys use it)."""
+    return await _new_deploy(uow, grid, service, False)
+
+
 async def deploy_service(
     uow: UnitOfWork, principal: Principal, grid: Grid, service: Service, *, force: bool = False
 ) -> ServiceDeploy:

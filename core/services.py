@@ -35,7 +35,7 @@ from core.service_spec import (
     parse_volume,
 )
 from core.unit_of_work import UnitOfWork
-from models import Grid, GridSecret, Service, ServiceInstance
+from models import Grid, GridSecret, Service, ServiceInstance, Stack
 from models.base import utcnow
 from models.services import NULL_STACK
 
@@ -76,8 +76,13 @@ def _visible(grid: Grid) -> Any:
 
 
 async def stack_exists(session: AsyncSession, grid: Grid, stack: str) -> bool:
-    """The ``null`` stack always exists; others while they hold a service (until [F4] stacks)."""
+    """The ``null`` stack always exists; others while their stack row (or a service) does."""
     if stack == NULL_STACK:
+        return True
+    row = select(Stack.id).where(
+        Stack.grid_id == grid.id, Stack.name == stack, Stack.removing.is_(False)
+    )
+    if (await session.execute(row.limit(1))).first() is not None:
         return True
     query = select(Service.id).where(_visible(grid), Service.stack == stack).limit(1)
     return (await session.execute(query)).first() is not None
@@ -325,6 +330,25 @@ async def update_service(
             service=service.name,
         )
     return service
+
+
+async def check_update(
+    session: AsyncSession, grid: Grid, service: Service, data: ServiceUpdate
+) -> None:
+    """Every rule :func:`update_service` applies, changing nothing (a stack PUT checks early)."""
+    instances = given_instances(data)
+    count = service.instances if instances is None else instances
+    await _checked_spec(
+        session,
+        grid,
+        service.stack,
+        service.name,
+        service.stateful,
+        service.spec,
+        data,
+        count,
+        existing=True,
+    )
 
 
 def _comparable(service: Service) -> tuple[Any, ...]:

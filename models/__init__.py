@@ -13,6 +13,7 @@ from models.nodes import Node, NodeStat
 from models.registries import Registry
 from models.secrets import GridSecret
 from models.services import Service, ServiceDeploy, ServiceInstance
+from models.stacks import Stack, StackDeploy, StackRemoval, StackRevision
 from models.tokens import AccessToken
 from models.users import Role, User, grid_users, user_roles
 from models.volumes import Volume, VolumeInstance
@@ -43,6 +44,10 @@ __all__ = [
     "Service",
     "ServiceDeploy",
     "ServiceInstance",
+    "Stack",
+    "StackDeploy",
+    "StackRemoval",
+    "StackRevision",
     "TickRun",
     "User",
     "Volume",

@@ -18,6 +18,7 @@ ACTOR_MODULES = (
     "workers.deploys",
     "workers.acme",
     "workers.reschedule",
+    "workers.stacks",
 )
 
 

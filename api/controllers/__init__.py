@@ -21,6 +21,7 @@ MODULES = (
     "api.controllers.nodes",
     "api.controllers.services",
     "api.controllers.service_stats",
+    "api.controllers.stacks",
     "api.controllers.queues",
     "api.controllers.metrics",
     "api.controllers.certificates",
