@@ -1,7 +1,7 @@
 """stacks: stacks, their revisions, stack deploys and stack removals
 
 Revision ID: 0010
-Revises: 0006
+Revises: 0009
 Create Date: 2026-11-27 16:50:00
 """
 
@@ -14,7 +14,7 @@ from sqlalchemy.dialects import postgresql
 import models.base
 
 revision: str = "0010"
-down_revision: str | None = "0006"
+down_revision: str | None = "0009"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
