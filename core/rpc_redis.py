@@ -43,9 +43,9 @@ PREFIX = "kontena:rpc:"
 CONTROL_CHANNEL = PREFIX + "control"
 # Extra time the caller waits for the holder's own timeout answer to arrive.
 REPLY_MARGIN = 1.0
-# Within this many seconds of our own subscriber losing Redis, Redis may just have restarted
-# and holders may still be re-subscribing: a call nobody received is published again for up
-# to RESUBSCRIBE_WAIT seconds before the node counts as offline.
+# Within this many seconds of our own subscriber losing Redis (a restart), other processes may
+# still be re-subscribing: a call nobody received is published again for up to
+# RESUBSCRIBE_WAIT seconds before the node counts as offline.
 RECENT_TROUBLE_SECONDS = 10.0
 RESUBSCRIBE_WAIT = 3.0
 RESUBSCRIBE_POLL = 0.05
@@ -116,6 +116,8 @@ class RedisNodeRpc(NodeRpc):
                 await self._redis.aclose()
                 self._pubsub = self._redis = None
                 raise
+            if self._pubsub.connection is not None:
+                self._pubsub.connection.register_connect_callback(self._reconnected)
             self._listener = asyncio.create_task(self._listen(self._pubsub))
 
     async def stop(self) -> None:
@@ -232,12 +234,26 @@ class RedisNodeRpc(NodeRpc):
         """
         assert self._redis is not None
         receivers: int = await self._redis.publish(channel, data)
-        if not receivers and time.monotonic() - self._trouble_at < RECENT_TROUBLE_SECONDS:
+        if not receivers and await self._redis_was_lost():
             deadline = time.monotonic() + RESUBSCRIBE_WAIT
             while not receivers and time.monotonic() < deadline:
                 await asyncio.sleep(RESUBSCRIBE_POLL)
                 receivers = await self._redis.publish(channel, data)
         return receivers
+
+    async def _redis_was_lost(self) -> bool:
+        """True while our own subscription is missing, and for a while after we lost Redis."""
+        if time.monotonic() - self._trouble_at < RECENT_TROUBLE_SECONDS:
+            return True
+        # Asked of the server, so it holds even before our subscriber has seen the restart.
+        assert self._redis is not None
+        [(_, subscribers)] = await self._redis.pubsub_numsub(self.reply_channel)
+        return int(subscribers) == 0
+
+    def _reconnected(self, _connection: Any) -> None:
+        # The subscriber's connection came back (maybe inside the client's retries, without an
+        # error reaching _listen): Redis was lost a moment ago.
+        self._trouble_at = time.monotonic()
 
     # Holder side -------------------------------------------------------------------------
     async def _listen(self, pubsub: PubSub) -> None:
