@@ -10,6 +10,7 @@ moves it to the other replica when its own is gone. Nothing is mocked.
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -246,7 +247,7 @@ async def _scenario(
             name,
             [sys.executable, "-m", "agent.main"],
             {
-                **role_env_for_agent(),
+                **agent_env(),
                 "KONTENA_URI": proxy.url,
                 "KONTENA_TOKEN": grid.json()["token"],
                 "DOCKER_HOST": docker_hosts[index],
@@ -369,8 +370,6 @@ async def _scenario(
     print(f"forced 4-instance deploy after the Redis restart: {seconds:.2f} s")
 
 
-def role_env_for_agent() -> dict[str, str]:
+def agent_env() -> dict[str, str]:
     """The agent's environment: this one's, without the master's settings."""
-    import os
-
     return {k: v for k, v in os.environ.items() if not k.startswith("KONTENA_")}
