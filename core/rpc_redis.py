@@ -20,6 +20,7 @@ from typing import Any
 import msgspec
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
+from redis.exceptions import RedisError
 from sqlalchemy import select
 
 from core.node_rpc import (
@@ -32,6 +33,7 @@ from core.node_rpc import (
     node_pk,
     on_loop,
 )
+from core.redis_client import async_redis
 from models import Node
 from models.db import Database
 
@@ -45,6 +47,15 @@ REPLY_MARGIN = 1.0
 HOLDER_CACHE_SECONDS = 30.0
 # The holder's answer when it holds no socket for the node: the call never reached an agent.
 UNROUTED = "unrouted"
+# Within this many seconds of our own subscriber losing Redis (a restart), other processes may
+# still be re-subscribing: a call nobody received is published again for up to
+# RESUBSCRIBE_WAIT seconds before the node counts as offline.
+RECENT_TROUBLE_SECONDS = 10.0
+RESUBSCRIBE_WAIT = 3.0
+RESUBSCRIBE_POLL = 0.05
+# The subscriber's pause after a failed read, doubling up to the cap while Redis is away.
+LISTEN_RETRY_MIN = 0.05
+LISTEN_RETRY_MAX = 1.0
 
 
 class Envelope(msgspec.Struct, omit_defaults=True):
@@ -89,6 +100,7 @@ class RedisNodeRpc(NodeRpc):
         self._start_lock = asyncio.Lock()
         # node pk → (holder, monotonic expiry) for requests by node id.
         self._holders: dict[str, tuple[str, float]] = {}
+        self._trouble_at = -RECENT_TROUBLE_SECONDS  # when our subscriber last lost Redis
 
     @property
     def channel(self) -> str:
@@ -100,9 +112,18 @@ class RedisNodeRpc(NodeRpc):
         async with self._start_lock:
             if self._listener is not None:
                 return
-            self._redis = Redis.from_url(self._url)
+            self._redis = async_redis(self._url)
             self._pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
-            await self._pubsub.subscribe(self.channel, self.reply_channel, CONTROL_CHANNEL)
+            try:
+                await self._pubsub.subscribe(self.channel, self.reply_channel, CONTROL_CHANNEL)
+            except RedisError:
+                # Redis unreachable: the next call starts again with fresh clients.
+                await self._pubsub.aclose()
+                await self._redis.aclose()
+                self._pubsub = self._redis = None
+                raise
+            if self._pubsub.connection is not None:
+                self._pubsub.connection.register_connect_callback(self._reconnected)
             self._listener = asyncio.create_task(self._listen(self._pubsub))
 
     async def stop(self) -> None:
@@ -175,13 +196,12 @@ class RedisNodeRpc(NodeRpc):
                 timeout=timeout,
                 reply_to=self.reply_channel,
             )
-            assert self._redis is not None
-            receivers = await self._redis.publish(PREFIX + holder, _encoder.encode(envelope))
-            if not receivers:
+            try:
+                await self._publish(PREFIX + holder, envelope, node)
+            except NodeOffline:
                 if retry_unrouted:
-                    return None
-                # The recorded holder is gone (crashed API process): nobody can deliver it.
-                raise NodeOffline(f"node {node_pk(node)}: the API process holding it is gone")
+                    return None  # a cached holder that went away: look it up again
+                raise
             try:
                 reply = await asyncio.wait_for(future, timeout + REPLY_MARGIN)
             except TimeoutError:
@@ -207,7 +227,6 @@ class RedisNodeRpc(NodeRpc):
             await on_loop(channel.loop, channel.notify(method, params))
             return
         holder = await self._holder(node)
-        await self.start()
         envelope = Envelope(type="notify", node=node_pk(node), method=method, params=params)
         await self._publish(PREFIX + holder, envelope, node)
 
@@ -242,24 +261,66 @@ class RedisNodeRpc(NodeRpc):
         return holder
 
     async def _publish(self, channel: str, envelope: Envelope, node: NodeRef) -> None:
-        assert self._redis is not None
-        receivers = await self._redis.publish(channel, _encoder.encode(envelope))
-        if not receivers:
+        try:
+            await self.start()
+            delivered = await self._deliver(channel, _encoder.encode(envelope))
+        except RedisError as exc:
+            # Redis is away (restarting) even after the client's retries: like a lost reply,
+            # so callers fall back as they do on a timeout (agents also re-list on their own).
+            raise RpcTimeout(
+                f"{envelope.method} on node {node_pk(node)}: Redis unreachable "
+                f"({type(exc).__name__})"
+            ) from exc
+        if not delivered:
             # The recorded holder is gone (crashed API process): nobody can deliver it.
             raise NodeOffline(f"node {node_pk(node)}: the API process holding it is gone")
 
+    async def _deliver(self, channel: str, data: bytes) -> int:
+        """PUBLISH ``data``; returns how many processes received it.
+
+        Nobody receiving it means its holder died (fail fast), unless Redis was lost a moment
+        ago: then the holder may not have re-subscribed yet, and we give it a few seconds.
+        """
+        assert self._redis is not None
+        receivers: int = await self._redis.publish(channel, data)
+        if not receivers and await self._redis_was_lost():
+            deadline = time.monotonic() + RESUBSCRIBE_WAIT
+            while not receivers and time.monotonic() < deadline:
+                await asyncio.sleep(RESUBSCRIBE_POLL)
+                receivers = await self._redis.publish(channel, data)
+        return receivers
+
+    async def _redis_was_lost(self) -> bool:
+        """True while our own subscription is missing, and for a while after we lost Redis."""
+        if time.monotonic() - self._trouble_at < RECENT_TROUBLE_SECONDS:
+            return True
+        # Asked of the server, so it holds even before our subscriber has seen the restart.
+        assert self._redis is not None
+        [(_, subscribers)] = await self._redis.pubsub_numsub(self.reply_channel)
+        return int(subscribers) == 0
+
+    def _reconnected(self, _connection: Any) -> None:
+        # The subscriber's connection came back (maybe inside the client's retries, without an
+        # error reaching _listen): Redis was lost a moment ago.
+        self._trouble_at = time.monotonic()
+
     # Holder side -------------------------------------------------------------------------
     async def _listen(self, pubsub: PubSub) -> None:
+        pause = LISTEN_RETRY_MIN
         while True:
             try:
                 message = await pubsub.get_message(timeout=5.0)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                # redis-py reconnects and re-subscribes on the next read; do not spin.
+                # redis-py reconnects and re-subscribes on the next read: soon, so calls to
+                # sockets held here are not refused after a Redis restart; but do not spin.
                 log.warning("node RPC subscriber: %s", type(exc).__name__)
-                await asyncio.sleep(1.0)
+                self._trouble_at = time.monotonic()
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, LISTEN_RETRY_MAX)
                 continue
+            pause = LISTEN_RETRY_MIN
             if message is None or message.get("type") != "message":
                 continue
             try:
@@ -314,8 +375,7 @@ class RedisNodeRpc(NodeRpc):
                 reply.status = "timeout"
             except NodeOffline:
                 reply.status = "offline"
-        assert self._redis is not None
-        await self._redis.publish(envelope.reply_to, _encoder.encode(reply))
+        await self._deliver(envelope.reply_to, _encoder.encode(reply))
 
 
 def _result(reply: Envelope, method: str, node: NodeRef) -> Any:

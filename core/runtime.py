@@ -34,10 +34,10 @@ def build_runtime(settings: Settings, sender: JobSender, *, embedded: bool = Fal
     )
     limiter: RateLimiter
     if settings.redis_url:
-        from redis.asyncio import Redis
+        from core.redis_client import async_redis
 
         limiter = RedisRateLimiter(
-            Redis.from_url(settings.redis_url),
+            async_redis(settings.redis_url),
             settings.token_rate_limit,
             settings.token_rate_window,
         )

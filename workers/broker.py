@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dramatiq
-import redis
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.message import Message
@@ -21,6 +20,7 @@ from dramatiq.middleware import (
 
 from core.config import Settings
 from core.jobs import QUEUES, Job
+from core.redis_client import connection_pool
 from workers import context
 from workers.context import WorkerContext
 from workers.middleware import WorkRows
@@ -63,9 +63,8 @@ def build_broker(settings: Settings) -> dramatiq.Broker:
         broker = StubBroker(middleware=middleware())
         broker.emit_after("process_boot")
     else:
-        pool = redis.ConnectionPool.from_url(
-            settings.redis_url, socket_connect_timeout=2, socket_timeout=10
-        )
+        # Retrying connections: a restarted Redis does not fail the next enqueue or ack.
+        pool = connection_pool(settings.redis_url, socket_connect_timeout=2, socket_timeout=10)
         # Maintenance (requeueing messages of dead workers) runs on 1 % of commands
         # instead of 0.1 %, so a quiet master recovers them in minutes, not hours.
         broker = RedisBroker(connection_pool=pool, middleware=middleware(), maintenance_chance=10)

@@ -19,6 +19,7 @@ from core import queues
 from core.auth import Principal
 from core.errors import AccessDenied, NotFound
 from core.jobs import QUEUES
+from core.redis_client import async_redis
 from core.unit_of_work import UnitOfWork
 
 _REDIS = "queues_redis"
@@ -38,7 +39,7 @@ def queue_source(state: State) -> Redis | Any:
         return getattr(runtime.sender, "broker", None)
     client = state.get(_REDIS)
     if client is None:
-        client = Redis.from_url(runtime.settings.redis_url, socket_timeout=5)
+        client = async_redis(runtime.settings.redis_url, socket_timeout=5)
         state[_REDIS] = client
     return client
 
