@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.protocol import VOLUME_LABEL_GRID, VOLUME_LABEL_ID, VOLUME_LABEL_SCOPE
 from core.service_spec import parse_volume
-from models import Node, Service, Volume, VolumeInstance
+from models import Node, Service, Stack, StackRevision, Volume, VolumeInstance
 from models.services import NULL_STACK
 
 
@@ -135,10 +135,24 @@ async def find_volume(session: AsyncSession, grid_id: str, name: str) -> Volume 
 async def stack_volume_externals(session: AsyncSession, service: Service) -> dict[str, str]:
     """A stack service's local volume names → the grid volumes they stand for.
 
-    Stacks map ``volumes: [{name, external}]``; until a stack says otherwise a name stands
-    for the grid volume of the same name (as it does for stack-less services).
+    The stack's latest revision maps ``volumes: [{name, external}]`` (``external`` a grid
+    volume name, or ``true`` for the same name); a name it does not map stands for the grid
+    volume of the same name, as it does for stack-less services.
     """
-    return {}
+    query = (
+        select(StackRevision.volumes)
+        .join(Stack, Stack.id == StackRevision.stack_id)
+        .where(Stack.grid_id == service.grid_id, Stack.name == service.stack)
+        .order_by(StackRevision.revision.desc())
+        .limit(1)
+    )
+    volumes = (await session.execute(query)).scalar_one_or_none() or []
+    externals: dict[str, str] = {}
+    for entry in volumes:
+        name, external = entry.get("name"), entry.get("external")
+        if isinstance(name, str) and external:
+            externals[name] = external if isinstance(external, str) else name
+    return externals
 
 
 async def service_volume_refs(session: AsyncSession, service: Service) -> dict[str, VolumeRef]:

@@ -14,6 +14,7 @@ from litestar.datastructures import State
 from litestar.response import Stream
 
 from api.audit import audit
+from api.controllers.container_logs import stack_container_logs
 from api.controllers.services import render_services
 from api.deps import get_runtime, load_grid
 from api.schemas.event_logs import EventLogList, event_log_view
@@ -304,6 +305,20 @@ class StackController(Controller):
             lambda entry: entry.id,
         )
         return Stream(stream, media_type=MediaType.JSON)
+
+    @get("/container_logs", summary="Get a stack's container logs")
+    async def list_container_logs(
+        self,
+        grid: str,
+        stack: str,
+        request: Request[Any, Any, Any],
+        state: State,
+        uow: UnitOfWork,
+        principal: Principal,
+    ) -> Response[Any]:
+        """The log lines of the stack's containers (filter ``container``), paged or followed."""
+        grid_row, row = await self._load(uow, principal, grid, stack)
+        return await stack_container_logs(state, uow, grid_row, row.name, request.query_params)
 
 
 ROUTES = [GridStackController, StackController]

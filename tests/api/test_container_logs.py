@@ -380,34 +380,37 @@ async def test_retention_by_age_and_by_line_count(world: dict[str, Any], db: Dat
     assert await count(db, ContainerLogCursor) == 0  # unused for longer than the age limit
 
 
-async def test_stack_selection_covers_every_service_of_the_stack(
-    world: dict[str, Any], db: Database
+async def test_stack_logs_cover_every_service_of_the_stack(
+    client: httpx.AsyncClient, admin: Caller, world: dict[str, Any], db: Database
 ) -> None:
-    """core.container_logs.stack_container_log_select, for the stack routes to come."""
-    from core.container_logs import CONTAINER_LOG_TABLE, stack_container_log_select
-    from core.logs import LogQuery, fetch_logs
-
+    """``GET /v1/stacks/:grid/:stack/container_logs``: the stack's lines, ``container`` filter."""
+    body = {
+        "name": "cache",
+        "stack": "me/cache",
+        "version": "1.0.0",
+        "source": "services: ...",
+        "services": [
+            {"name": "redis", "image": "redis", "stateful": False},
+            {"name": "sentinel", "image": "redis", "stateful": False},
+        ],
+    }
+    created = await client.post("/v1/grids/main/stacks", json=body, headers=admin.headers)
+    assert created.status_code == 201, created.text
+    async with db.session() as session:
+        ids = {
+            s.name: s.id
+            for s in (await session.execute(select(Service).where(Service.stack == "cache")))
+            .scalars()
+            .all()
+        }
     n1 = world["nodes"]["n1"]
-    async with db.session() as session:
-        grid_id = (await session.execute(select(Node.grid_id))).scalars().first()
-        assert grid_id is not None
-        redis = Service(grid_id=grid_id, stack="cache", name="redis", image="redis")
-        sentinel = Service(grid_id=grid_id, stack="cache", name="sentinel", image="redis")
-        session.add_all([redis, sentinel])
-        await session.commit()
-        ids = (redis.id, sentinel.id)
-    await store(db, n1, [line(ids[0], "r", 1, container="r1", name="cache.redis-1")])
+    await store(db, n1, [line(ids["redis"], "r", 1, container="r1", name="cache.redis-1")])
     await store(db, n1, [line(world["services"]["web"], "w", 2)])
-    await store(db, n1, [line(ids[1], "s", 3, container="s1", name="cache.sentinel-1")])
-    async with db.session() as session:
-        every = await fetch_logs(
-            session, stack_container_log_select(grid_id, "cache"), CONTAINER_LOG_TABLE, LogQuery()
-        )
-        one = await fetch_logs(
-            session,
-            stack_container_log_select(grid_id, "cache", containers=["cache.sentinel-1"]),
-            CONTAINER_LOG_TABLE,
-            LogQuery(),
-        )
-    assert [row.data for row in every] == ["r", "s"]
-    assert [row.data for row in one] == ["s"]
+    await store(db, n1, [line(ids["sentinel"], "s", 3, container="s1", name="cache.sentinel-1")])
+    path = "/v1/stacks/main/cache/container_logs"
+    assert [e["data"] for e in await get_logs(client, admin, path)] == ["r", "s"]
+    one = await get_logs(client, admin, path, container="cache.sentinel-1")
+    assert [e["data"] for e in one] == ["s"]
+    assert set(one[0]) == ENTRY_KEYS
+    missing = await client.get("/v1/stacks/main/nope/container_logs", headers=admin.headers)
+    assert missing.status_code == 404

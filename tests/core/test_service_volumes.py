@@ -201,3 +201,40 @@ async def test_a_driver_no_node_has_fails_the_deploy_with_the_filter_reason(
     row = await deploy_row(db, deploy.id)
     assert row.state == "error"
     assert 'Did not find any nodes with required volume drivers: ["rexray"]' in (row.reason or "")
+
+
+async def test_stack_services_map_their_volumes_to_external_grid_volumes(
+    db: Database, grid: Grid
+) -> None:
+    """A stack's ``volumes: [{name, external}]`` (latest revision) names the grid volume."""
+    from core.service_volumes import service_volume_refs
+    from models import Stack, StackRevision
+
+    async with db.session() as session:
+        stack = Stack(grid_id=grid.id, name="shop")
+        session.add(stack)
+        await session.flush()
+        for number, external in ((1, "cache"), (2, "shared")):
+            session.add(
+                StackRevision(
+                    stack_id=stack.id,
+                    revision=number,
+                    stack_name="me/shop",
+                    version="1",
+                    volumes=[
+                        {"name": "files", "external": external},
+                        {"name": "data", "external": True},
+                    ],
+                )
+            )
+        service = Service(
+            grid_id=grid.id,
+            stack="shop",
+            name="web",
+            image="busybox",
+            spec={"volumes": ["files:/files", "data:/data", "nope:/nope"]},
+        )
+        session.add(service)
+        await session.commit()
+        refs = await service_volume_refs(session, service)
+    assert {local: ref.name for local, ref in refs.items()} == {"files": "shared", "data": "data"}
