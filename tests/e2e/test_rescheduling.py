@@ -8,14 +8,19 @@ every second (``KONTENA_RESCHEDULE_INTERVAL=1``). Nobody deploys by hand unless 
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import docker
 import httpx
 import msgspec
 import pytest
+import requests
 from sqlalchemy import select
 
 from core.config import Settings
@@ -25,7 +30,7 @@ from models.db import Database
 from scheduler.clock import SCHEDULE, run_scheduler
 from tests.conftest import Caller
 from tests.e2e.test_deploy import GRID, HTTPD, _service_id, agents, runtime
-from tests.e2e.test_real_nodes import Agents, eventually
+from tests.e2e.test_real_nodes import Agents, eventually, online
 from tests.e2e.test_service_lifecycle import (
     StartWorker,
     create,
@@ -306,18 +311,79 @@ async def test_a_stateful_service_keeps_its_data_and_node_until_the_node_is_remo
     assert [c["name"] for c in left] == ["db-1"]  # untouched: no agent runs there any more
 
 
+def dockerd_pid(docker_host: str) -> int:
+    """The pid of the daemon serving ``docker_host``, from the pid file tests/env/lib.sh has it
+    write next to its socket (checked to still be a dockerd: pids get reused)."""
+    root = Path(urlparse(docker_host).path).parent
+    pid = int((root / "dockerd.pid").read_text().split()[0])
+    assert Path(f"/proc/{pid}/comm").read_text().startswith("dockerd"), f"pid {pid} is no dockerd"
+    return pid
+
+
+FreezeDaemon = Callable[[int], None]
+
+
+@pytest.fixture
+def freeze_daemon(
+    docker_hosts: list[str], docker_clients: list[docker.DockerClient]
+) -> Iterator[FreezeDaemon]:
+    """Freezes a test daemon (SIGSTOP); every frozen one is thawed (SIGCONT) afterwards, always.
+
+    The daemons are shared by the whole run, so a test may not stop one for good, and
+    restarting one outside tests/env/lib.sh would leave its stop bookkeeping behind. A frozen
+    dockerd answers nothing, as a dead host would. Not simulated: the node's containers keep
+    running under containerd. Requested by the test, this fixture is torn down before the
+    autouse ``_docker_cleanup`` (set up first), so the cleanup finds the daemon answering.
+    """
+    frozen: list[int] = []
+
+    def freeze(index: int) -> None:
+        pid = dockerd_pid(docker_hosts[index])
+        frozen.append(index)
+        os.kill(pid, signal.SIGSTOP)
+
+    yield freeze
+    for index in frozen:
+        os.kill(dockerd_pid(docker_hosts[index]), signal.SIGCONT)
+    for index in frozen:
+        end = time.monotonic() + DEADLINE
+        while True:  # a thawed daemon answers at once; a poll, in case the machine is busy
+            try:
+                docker_clients[index].ping()
+                break
+            except (docker.errors.APIError, requests.exceptions.ConnectionError):
+                if time.monotonic() > end:
+                    raise
+                time.sleep(0.1)
+
+
+def containers_on(
+    clients: list[docker.DockerClient], daemon: int, service_id: str
+) -> list[dict[str, Any]]:
+    """The service's containers on one daemon only (``in_docker`` asks a frozen one too)."""
+    return in_docker([clients[daemon]], service_id)
+
+
+async def node_status(client: httpx.AsyncClient, admin: Caller, name: str) -> str | None:
+    """The node's status as the API shows it."""
+    nodes = (await client.get(f"/v1/grids/{GRID}/nodes", headers=admin.headers)).json()
+    return next((n["status"] for n in nodes["nodes"] if n["name"] == name), None)
+
+
 async def test_a_lost_node_s_instances_run_elsewhere_after_the_grace_period(
     client: httpx.AsyncClient,
     admin: Caller,
     agents: Agents,
     start_worker: StartWorker,
     ticking: None,
+    freeze_daemon: FreezeDaemon,
     docker_hosts: list[str],
     docker_clients: list[docker.DockerClient],
     busybox_image: str,
     db: Database,
 ) -> None:
-    """Strategy ``random`` (30 s grace, the shortest): the agent of node-2 dies."""
+    """Strategy ``random`` (30 s grace, the shortest): node-2's Docker daemon freezes and its
+    agent dies. Back, the agent removes the containers the node should no longer run."""
     start_worker()
     await two_nodes(client, admin, agents, docker_hosts)
     body = {
@@ -335,9 +401,16 @@ async def test_a_lost_node_s_instances_run_elsewhere_after_the_grace_period(
     service_id = await _service_id(db, "survivor")
     assert {c["daemon"] for c in in_docker(docker_clients, service_id)} == {0, 1}
 
+    freeze_daemon(1)
     agents.procs["node-2"].kill()
     agents.procs["node-2"].wait(10)
     lost = time.monotonic()
+
+    async def offline() -> bool:
+        return await node_status(client, admin, "node-2") == "offline"
+
+    await eventually(offline, deadline=DEADLINE, what="node-2 offline")
+    detected = time.monotonic() - lost
 
     async def all_on_node_1() -> bool:
         async with db.session() as session:
@@ -347,19 +420,38 @@ async def test_a_lost_node_s_instances_run_elsewhere_after_the_grace_period(
                 .where(ServiceInstance.service_id == service_id)
             )
             nodes = set(rows.scalars())
-        running = [
-            c
-            for c in in_docker(docker_clients, service_id)
-            if c["daemon"] == 0 and c["status"] == "running"
-        ]
+        found = await asyncio.to_thread(containers_on, docker_clients, 0, service_id)
+        running = [c for c in found if c["status"] == "running"]
         return len(running) == 2 and nodes <= {"node-1"}
 
     await eventually(all_on_node_1, deadline=90, what="both instances running on node-1")
     elapsed = time.monotonic() - lost
-    print(f"\nagent lost → instances running on the other node after {elapsed:.1f} s (grace 30 s)")
+    print(
+        f"\nnode-2 lost (dockerd frozen, agent killed) → offline after {detected:.1f} s, "
+        f"instances running on node-1 after {elapsed:.1f} s (grace 30 s)"
+    )
     assert elapsed >= 30  # not before the strategy's grace period
     events = await scheduler_events(client, admin)
     assert (
         f"service {GRID}/null/survivor rescheduled: node node-2 has been offline longer than "
         "the 30 s grace of strategy random" in events
     )
+
+    # The node comes back: its agent removes the containers it should no longer run.
+    os.kill(dockerd_pid(docker_hosts[1]), signal.SIGCONT)  # the fixture's thaw is then a no-op
+    grid = (await client.get(f"/v1/grids/{GRID}", headers=admin.headers)).json()
+    agents.start(
+        "node-2",
+        docker_hosts[1],
+        KONTENA_TOKEN=grid["token"],
+        KONTENA_NODE_LABELS="az=b",
+        KONTENA_POD_SYNC_INTERVAL="5",
+    )
+    back = time.monotonic()
+    await eventually(online(client, admin, "node-2"), deadline=DEADLINE, what="node-2 back")
+    await eventually(
+        docker_state(docker_clients, service_id, running_on([0], 2)),
+        deadline=DEADLINE,
+        what="node-2's stale containers removed",
+    )
+    print(f"node-2 back → its stale containers removed after {time.monotonic() - back:.1f} s")
