@@ -210,15 +210,11 @@ class PodDocker:
     async def create(self, pod: ServicePod, node_name: str) -> str:
         """Create the pod's container; returns its id."""
         try:
-            if pod.stateful:
-                await ensure_data_container(self.api, pod)
             await self.ensure_volumes(pod)
             host_config = await self.api.call("create_host_config", **host_config_args(pod))
             created = await self.api.call(
                 "create_container", host_config=host_config, **create_args(pod, node_name)
             )
-        except DataContainerError as exc:
-            raise PodError(str(exc)) from exc
         except DockerException as exc:
             raise PodError(
                 f"creating container {pod.container_name} failed: {docker_error(exc)}"
@@ -226,7 +222,16 @@ class PodDocker:
         return str(created["Id"])
 
     async def ensure_volumes(self, pod: ServicePod) -> None:
-        """Create the pod's named volumes that are missing, with their driver and labels."""
+        """Create what the pod mounts: a stateful pod's data container, missing named volumes.
+
+        Hook containers mount the same, so pre_start hooks call this before the pod's
+        container exists (on a first deploy the data container does not exist yet either).
+        """
+        if pod.stateful:
+            try:
+                await ensure_data_container(self.api, pod)
+            except DataContainerError as exc:
+                raise PodError(str(exc)) from exc
         for volume in pod.volumes:
             if volume.name and not volume.bind_mount:
                 try:

@@ -160,6 +160,9 @@ class PodWorker:
         restart = self._restart_due(container)
         actions = decide(pod, container, image_id=image_id, restart=restart)
         if not actions:
+            if pod is not None and pod.desired_state == TERMINATED:
+                # The container went earlier (or never was): its data container goes now.
+                await self._docker.remove_data(self.pod_id)
             return container
         if pod is not None and container is not None and Action.REMOVE in actions:
             reason = recreate_reason(pod, container, image_id)
@@ -201,8 +204,9 @@ class PodWorker:
                 await self._docker.step("restart", "restart", container_id, name, timeout=grace)
             if action in (Action.START, Action.RESTART):
                 self._restart_requested_at = None
-        if Action.REMOVE in actions and Action.CREATE not in actions:
-            # Terminated (not re-created): a stateful pod's data goes with it.
+        if pod is not None and pod.desired_state == TERMINATED:
+            # Only an explicit termination takes a stateful pod's data with it: a pod merely
+            # missing from one list (say, one the master could not build) keeps its data.
             await self._docker.remove_data(self.pod_id)
         return await self._docker.inspect(container_id) if container_id else None
 

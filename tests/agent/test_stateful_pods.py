@@ -85,7 +85,15 @@ def rig_args(docker_hosts: list[str], docker_clients: list[docker.DockerClient])
 async def test_data_survives_a_re_create_and_goes_with_the_terminated_pod(
     rig_args: Any, busybox_image: str
 ) -> None:
-    common = {"stateful": True, "volumes": [{"path": "/data"}], "cmd": ["sh", "-c", STAMP]}
+    # A pre_start hook mounts what the pod mounts: on the first deploy the data container
+    # must exist before the hook container, or Docker refuses the hook's volumes_from.
+    seed = {"name": "seed", "type": "pre_start", "cmd": "echo seeded >> /data/seed"}
+    common = {
+        "stateful": True,
+        "volumes": [{"path": "/data"}],
+        "cmd": ["sh", "-c", STAMP],
+        "hooks": [seed],
+    }
     async with pod_rig(*rig_args) as rig:
         rig.book.pods = [make_pod(busybox_image, **common)]
         await rig.nudge()
@@ -94,6 +102,8 @@ async def test_data_survives_a_re_create_and_goes_with_the_terminated_pod(
         data = await rig.container("web.api-1-volumes")
         assert data is not None and data.status == "created"  # never started
         before = await stamp(rig)
+        seeded = await asyncio.to_thread(first.exec_run, ["cat", "/data/seed"])
+        assert seeded.output.decode().split() == ["seeded"]
 
         # A new revision re-creates the container; the data container and its volume stay.
         rig.book.pods = [make_pod(busybox_image, **common, deploy_rev="rev-2", service_revision=2)]
@@ -103,13 +113,23 @@ async def test_data_survives_a_re_create_and_goes_with_the_terminated_pod(
         assert (await rig.container("web.api-1-volumes")).id == data.id
         assert await stamp(rig) == before
 
-        # Terminated: the container, the data container and the volume are removed.
+        # Unlisted (not terminated): the container goes, its data stays.
+        rig.book.pods = []
+        await rig.nudge()
+        await poll(lambda: _container_gone(rig), timeout=30)
+        assert (await rig.container("web.api-1-volumes")).id == data.id
+
+        # Terminated, its container already gone: the data container and the volume go.
         volume = data.attrs["Mounts"][0]["Name"]
         rig.book.pods = [
             make_pod(busybox_image, **common, deploy_rev="rev-3", desired_state="terminated")
         ]
         await rig.nudge()
         await poll(lambda: _gone(rig, volume), timeout=30)
+
+
+def _container_gone(rig: PodRig) -> bool:
+    return "web.api-1" not in {c.name for c in rig.client.containers.list(all=True)}
 
 
 def _gone(rig: PodRig, volume: str) -> bool:
