@@ -70,19 +70,32 @@ def _int(value: Any) -> int | None:
         return None
 
 
-async def _secret_names(session: AsyncSession, service_id: str | None) -> set[str]:
-    """Env names a service's secrets and certificates fill: never stored with the container."""
+async def _plain_env_names(session: AsyncSession, service_id: str | None) -> set[str] | None:
+    """Env names a container record may keep: its service's plain ``env`` entries.
+
+    An allowlist, not a blocklist: secrets, certificates, ACME challenges, a hook container's
+    copy of the pod's env and the env of containers that are not ours (an agent container's
+    grid token, say) are never stored.
+    """
     if service_id is None:
-        return set()
+        return None
     service = await session.get(Service, service_id)
     if service is None:
-        return set()
-    refs = [*(service.spec.get("secrets") or []), *(service.spec.get("certificates") or [])]
-    return {str(ref.get("name")) for ref in refs if isinstance(ref, dict) and ref.get("name")}
+        return None
+    env = service.spec.get("env") or []
+    items = env.items() if isinstance(env, dict) else ((str(e).split("=", 1)[0], "") for e in env)
+    return {str(name) for name, _ in items}
 
 
-def _env(raw: Any, hidden: set[str]) -> list[str]:
-    return [item for item in _strings(raw) if item.split("=", 1)[0] not in hidden]
+def _env(raw: Any, shown: set[str] | None) -> list[str]:
+    """A service container's entries whose name is shown, plus the master's ``KONTENA_*``."""
+    if shown is None:
+        return []  # not a service's container: nothing of its env is ours to keep
+    return [
+        item
+        for item in _strings(raw)
+        if (name := item.split("=", 1)[0]) in shown or name.startswith("KONTENA_")
+    ]
 
 
 def _volumes(mounts: Any) -> list[dict[str, Any]]:
@@ -146,7 +159,7 @@ async def save_container(session: AsyncSession, node: Node, data: dict[str, Any]
     settings = _dict(data.get("NetworkSettings"))
     row.info = {
         "cmd": _strings(config.get("Cmd")) or None,
-        "env": _env(config.get("Env"), await _secret_names(session, row.service_id)),
+        "env": _env(config.get("Env"), await _plain_env_names(session, row.service_id)),
         "volumes": _volumes(data.get("Mounts")),
         "ip_address": settings.get("IPAddress") or None,
         "hostname": config.get("Hostname"),

@@ -19,7 +19,7 @@ from datetime import datetime
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core.deploy_plan import grid_instances, node_view, service_view
+from core.deploy_plan import grid_instances, placement_views
 from core.events import record_event
 from core.jobs import JobSender
 from core.reschedule_rules import Decision, NodeFacts, ServiceFacts, decide, nodes_in_play
@@ -140,7 +140,7 @@ async def _grid_candidates(
             deployed_at=service.deployed_at,
             interval=_interval(service),
             current=layout,
-            planned=_planned(grid, service, nodes, facts_of, existing, layout, now),
+            planned=await _planned(session, grid, service, nodes, facts_of, existing, layout, now),
         )
         decision = decide(facts, facts_of, now)
         if decision is not None:
@@ -159,7 +159,8 @@ def node_facts(node: Node) -> NodeFacts:
     )
 
 
-def _planned(
+async def _planned(
+    session: AsyncSession,
     grid: Grid,
     service: Service,
     nodes: Sequence[Node],
@@ -171,9 +172,14 @@ def _planned(
     """Where placement would put the instances now; None when it finds no layout."""
     holding = {node_id for node_id in layout.values() if node_id}
     in_play = {f.id for f in nodes_in_play(facts_of.values(), service.strategy, now, holding)}
+    # The views a deploy plans with (volume drivers and instances included), or the check
+    # would want layouts a deploy cannot produce and redeploy every tick.
+    view, node_views = await placement_views(
+        session, service, [node for node in nodes if node.id in in_play]
+    )
     plan = plan_deploy(
-        service_view(service),
-        [node_view(node) for node in nodes if node.id in in_play],
+        view,
+        node_views,
         existing,
         list(grid.default_affinity or ()),
         # A fixed seed: the check must not see a "different" layout from a coin toss alone.

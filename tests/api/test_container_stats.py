@@ -150,6 +150,7 @@ async def world(client: httpx.AsyncClient, admin: Any, db: Database) -> World:
         "name": "web",
         "image": "busybox:latest",
         "stateful": False,
+        "env": ["GREETING=hi"],
         "secrets": [{"secret": "DB_PASS", "name": "PASSWORD", "type": "env"}],
     }
     created = await client.post("/v1/grids/main/services", json=body, headers=admin.headers)
@@ -250,7 +251,15 @@ async def test_service_containers_render_kontena_container_json(
     client: httpx.AsyncClient, admin: Any, world: World
 ) -> None:
     await seed(world)
-    secret_env = ["PATH=/bin", "PASSWORD=s3cret-value", "KONTENA_SERVICE_INSTANCE_NUMBER=1"]
+    # Only the service's plain env and the master's KONTENA_* are kept: not secrets, not a
+    # variable the service no longer defines (a removed secret), not the image's.
+    secret_env = [
+        "PATH=/bin",
+        "GREETING=hi",
+        "PASSWORD=s3cret-value",
+        "OLD_TOKEN=t0ken-value",
+        "KONTENA_SERVICE_INSTANCE_NUMBER=1",
+    ]
     await world.save("a", inspect("d1", "web-1", service_id=world.service_id, env=secret_env))
     response = await client.get(f"{SVC}/containers", headers=admin.headers)
     assert response.status_code == 200, response.text
@@ -258,8 +267,8 @@ async def test_service_containers_render_kontena_container_json(
     # Oldest first, stopped ones included; not the sidecar, not the offline node's.
     assert [c["name"] for c in listed] == ["web-1", "web-2", "web-3"]
     first = dict(listed[0])
-    assert "s3cret-value" not in response.text
-    assert first["env"] == ["PATH=/bin", "KONTENA_SERVICE_INSTANCE_NUMBER=1"]
+    assert "s3cret-value" not in response.text and "t0ken-value" not in response.text
+    assert first["env"] == ["GREETING=hi", "KONTENA_SERVICE_INSTANCE_NUMBER=1"]
     for key in ("created_at", "updated_at", "node"):
         first.pop(key)
     assert first == {
@@ -287,7 +296,7 @@ async def test_service_containers_render_kontena_container_json(
         "instance_number": 1,
         "image": "busybox:latest",
         "cmd": ["httpd", "-f"],
-        "env": ["PATH=/bin", "KONTENA_SERVICE_INSTANCE_NUMBER=1"],
+        "env": ["GREETING=hi", "KONTENA_SERVICE_INSTANCE_NUMBER=1"],
         "volumes": [],
         "ip_address": "172.17.0.2",
         "hostname": "web-1",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -46,19 +47,22 @@ def start_worker(settings: Settings, processes: int, log: Path, redis_url: str =
             env=env,
             stdout=out,
             stderr=out,
+            start_new_session=True,  # its worker children share the group: one kill ends all
         )
 
 
 @pytest.fixture
 def processes(redis_client: redis.Redis) -> Iterator[list[Popen]]:
-    """Worker processes the test starts; any survivor is killed by pid at teardown."""
+    """Worker processes the test starts; survivors and their children are killed at teardown."""
     redis_client.flushdb()
     started: list[Popen] = []
     yield started
     for process in started:
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=10)
+        # By process group (the worker's own session): a parent killed alone would leave its
+        # worker children running.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
 
 
 @pytest.mark.slow
