@@ -260,10 +260,13 @@ async def _wait_for_deploys(env: AcmeEnv, authzs: Sequence[DomainAuthorization])
     tasks = [asyncio.create_task(_wait_for_deploy(env, a)) for a in by_deploy.values()]
     if not tasks:
         return
-    _, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-    for task in pending:
-        task.cancel()
-    await asyncio.gather(*pending, return_exceptions=True)
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+    finally:
+        # Also when this wait is cancelled (the actor's time limit): no poller outlives it.
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
     for task in tasks:
         if not task.cancelled() and (error := task.exception()) is not None:
             raise error
