@@ -42,8 +42,21 @@ AUTHORIZE = work.register(
         name="acme_authorize", model=DomainAuthorization, actor="certs.authorize", queue=QUEUE
     )
 )
+# The issue actor's time limit. Worst case of a request: its ACME calls (30 s timeout each,
+# normally well under a second), ONE wait for all its http-01 challenge deploys at once
+# (core.acme_work.CHALLENGE_DEPLOY_WAIT, 240 s), then per domain a validation of at most 30 s
+# (VALIDATION_TIMEOUT), and finalization (at most 60 s): 240 + 60 + 25 * 30 = 1050 s, so a
+# request of up to 25 slowly validated domains fits, with room left for the other calls.
+ISSUE_TIME_LIMIT_SECONDS = 20 * 60
 ISSUE = work.register(
-    work.WorkKind(name="acme_issue", model=CertificateRequest, actor="certs.issue", queue=QUEUE)
+    work.WorkKind(
+        name="acme_issue",
+        model=CertificateRequest,
+        actor="certs.issue",
+        queue=QUEUE,
+        # Longer than the time limit: the row stays claimed while its worker may still run.
+        lease_seconds=ISSUE_TIME_LIMIT_SECONDS + 60,
+    )
 )
 
 # Global config keys (``/v1/config``) that override KONTENA_ACME_DIRECTORY / _CA_BUNDLE /

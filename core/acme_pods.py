@@ -37,7 +37,10 @@ async def challenge_env(session: AsyncSession, service: Service) -> list[str]:
         .where(
             DomainAuthorization.linked_service_id == service.id,
             DomainAuthorization.authorization_type == "http-01",
-            DomainAuthorization.state == WorkState.SUCCESS.value,
+            # Ongoing too: the authorize job sends the challenge's deploy before it marks its
+            # row success, and pods listed in between must already carry the challenge (an
+            # ongoing row without one yet is skipped below).
+            DomainAuthorization.state.in_((WorkState.SUCCESS.value, WorkState.ONGOING.value)),
             DomainAuthorization.authz_state.in_(DELIVERABLE_STATES),
         )
         .order_by(DomainAuthorization.domain)

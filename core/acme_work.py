@@ -1,20 +1,23 @@
 """The ACME work itself (run by workers): register, authorize, issue, renew.
 
-Every blocking ACME or DNS call goes through ``asyncio.to_thread``. ACME failures end the work
-row in ``error`` with a reason (no Dramatiq retry: the CA's answer would not change); renewals
-record ``last_error`` and back off 1 min, 10 min, 100 min, then daily, or as Retry-After says.
+Every blocking ACME or DNS call goes through :func:`_network`, which commits first: no
+transaction (row lock, SQLite write lock) stays open while the CA answers or while a challenge
+deploy is awaited. ACME failures end the work row in ``error`` with a reason (no Dramatiq retry:
+the CA's answer would not change); renewals record ``last_error`` and back off 1 min, 10 min,
+100 min, then daily, or as Retry-After says.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from cryptography import x509
-from sqlalchemy import or_, select
+from sqlalchemy import CursorResult, and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import acme_dns, secrets, service_actions
@@ -54,10 +57,16 @@ BACKOFF = (timedelta(minutes=1), timedelta(minutes=10), timedelta(minutes=100))
 DAILY = timedelta(days=1)
 ARI_MAX_CHECK_INTERVAL = timedelta(days=1)
 RENEW_BATCH = 50
-# The certificate request waits this long for the forced deploy delivering an http-01
-# challenge (the original's renewal waited 300 s; the certs actor's time limit is 5 min).
+# A renewal claims its certificate by pushing its due times this far ahead: longer than the
+# renewal tick's time limit (30 min, workers.acme), so a second tick cannot renew it while
+# the first still runs; a worker that died leaves it to the tick after the lease.
+RENEW_LEASE = timedelta(minutes=31)
+# A certificate request waits this long for the forced deploys delivering its http-01
+# challenges, all at once (the original's renewal waited 300 s; see workers.acme for the
+# time limit this fits in).
 CHALLENGE_DEPLOY_WAIT = 240.0
 UOW_KEY = "acme_uow"
+T = TypeVar("T")
 
 
 class _NoSender:
@@ -95,6 +104,12 @@ async def _commit(env: AcmeEnv, session: AsyncSession) -> None:
     await _unit_of_work(env, session).commit()
 
 
+async def _network(env: AcmeEnv, session: AsyncSession, call: Callable[..., T], *args: Any) -> T:
+    """Commit (ending the transaction), then run a blocking ACME/DNS ``call`` in a thread."""
+    await _commit(env, session)
+    return await asyncio.to_thread(call, *args)
+
+
 async def _perform(env: AcmeEnv, kind: WorkKind, row_id: str, step: Any) -> bool:
     async with env.db.session() as session:
         row = await claim(session, kind.model, row_id, kind.lease_seconds)
@@ -126,11 +141,11 @@ async def _client(env: AcmeEnv, session: AsyncSession, account: AcmeAccount) -> 
         env, session, account.grid_id, CA_BUNDLE_KEY, env.settings.acme_ca_bundle
     )
     key = env.vault.decrypt(account.key_encrypted, context=acme_account_context(account.grid_id))
-    client = await asyncio.to_thread(
-        AcmeClient, account.directory, key, bundle, account.account_url
+    client = await _network(
+        env, session, AcmeClient, account.directory, key, bundle, account.account_url
     )
     if not account.account_url:
-        account.account_url = await asyncio.to_thread(client.register, account.email)
+        account.account_url = await _network(env, session, client.register, account.email)
     return client
 
 
@@ -153,7 +168,7 @@ async def _authorize_step(env: AcmeEnv, session: AsyncSession, row: DomainAuthor
     if row.authorization_type == "http-01":
         await _http_challenge(env, session, client, row)
         return
-    chall = await asyncio.to_thread(client.dns_challenge, row.domain)
+    chall = await _network(env, session, client.dns_challenge, row.domain)
     row.authz_url = chall.authz_url
     row.expires_at = chall.expires_at
     row.authz_state = "created"
@@ -187,7 +202,7 @@ async def _http_challenge(
     is committed and its job sent here, so its progress shows in the authorization's status.
     """
     grid, service = await _linked_service(session, authz)
-    chall = await asyncio.to_thread(client.http_challenge, authz.domain)
+    chall = await _network(env, session, client.http_challenge, authz.domain)
     authz.authz_url = chall.authz_url
     authz.expires_at = chall.expires_at
     authz.authz_state = "created"
@@ -232,22 +247,49 @@ async def _wait_for_deploy(env: AcmeEnv, authz: DomainAuthorization) -> None:
         await asyncio.sleep(env.poll_interval)
 
 
-async def _verify_http(
+async def _wait_for_deploys(env: AcmeEnv, authzs: Sequence[DomainAuthorization]) -> None:
+    """Wait for every challenge deploy at once, so the wait is bounded by one deploy's.
+
+    Domains sharing a deploy (one linked service) wait for it once; the first failure (in
+    domain order among those finished) is raised and the other waits are cancelled.
+    """
+    by_deploy: dict[str, DomainAuthorization] = {}
+    for authz in authzs:
+        if authz.deploy_id is not None:
+            by_deploy.setdefault(authz.deploy_id, authz)
+    tasks = [asyncio.create_task(_wait_for_deploy(env, a)) for a in by_deploy.values()]
+    if not tasks:
+        return
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+    finally:
+        # Also when this wait is cancelled (the actor's time limit): no poller outlives it.
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    for task in tasks:
+        if not task.cancelled() and (error := task.exception()) is not None:
+            raise error
+
+
+async def _prepare_http(
     env: AcmeEnv, session: AsyncSession, client: AcmeClient, authz: DomainAuthorization
-) -> None:
-    """Deliver (again, if the CA forgot the validation) and answer an http-01 challenge."""
+) -> bool:
+    """Deliver the http-01 challenge again if the CA forgot the validation.
+
+    Returns True when the domain still has to be validated (after its deploy finished).
+    """
     await _linked_service(session, authz)
     if authz.authz_url is None:
         raise AcmeError(f"Domain authorization for {authz.domain} has no challenge yet")
     if authz.authz_state in ("validated", "error"):
-        if await asyncio.to_thread(client.authz_status, authz.authz_url) == "valid":
+        if await _network(env, session, client.authz_status, authz.authz_url) == "valid":
             authz.authz_state = "validated"
-            return
+            return False
         # The CA's authorization expired or failed: challenge again through the linked
         # service, as the original's renewal job re-authorized each domain.
         await _http_challenge(env, session, client, authz)
-    await _wait_for_deploy(env, authz)
-    await _answer(env, session, client, authz)
+    return True
 
 
 async def _answer(
@@ -258,8 +300,8 @@ async def _answer(
     authz.authz_state = "requested"
     await _commit(env, session)
     deadline = time.monotonic() + VALIDATION_TIMEOUT
-    status, detail = await asyncio.to_thread(
-        client.validate, authz.authz_url, deadline, authz.authorization_type
+    status, detail = await _network(
+        env, session, client.validate, authz.authz_url, deadline, authz.authorization_type
     )
     if status == "valid":
         authz.authz_state = "validated"
@@ -280,7 +322,9 @@ async def _verify_domain(
     resolvers = await _setting(
         env, session, authz.grid_id, DNS_RESOLVERS_KEY, env.settings.acme_dns_resolvers
     )
-    values = await asyncio.to_thread(acme_dns.txt_values, str(opts.get("record_name")), resolvers)
+    values = await _network(
+        env, session, acme_dns.txt_values, str(opts.get("record_name")), resolvers
+    )
     if opts.get("record_content") not in values:
         raise AcmeError(f"Expected DNS record not present for domain {authz.domain}")
     if authz.authz_state == "validated":
@@ -295,16 +339,25 @@ async def _issue(env: AcmeEnv, session: AsyncSession, req: CertificateRequest) -
         DomainAuthorization.grid_id == req.grid_id, DomainAuthorization.domain.in_(req.domains)
     )
     authzs = {a.domain: a for a in (await session.execute(stmt)).scalars()}
+    http_pending: list[DomainAuthorization] = []
     for domain in req.domains:
         authz = authzs.get(domain)
         if authz is None:
             raise AcmeError(f"Domain authorization not found for domain {domain}")
         if authz.authorization_type == "http-01":
-            await _verify_http(env, session, client, authz)
+            if await _prepare_http(env, session, client, authz):
+                http_pending.append(authz)
         elif authz.authorization_type == "dns-01":
             await _verify_domain(env, session, client, authz)
+    if http_pending:
+        # All challenge deploys are awaited together (no transaction open meanwhile), then
+        # each domain validated: one deploy wait per request, not one per domain.
+        await _commit(env, session)
+        await _wait_for_deploys(env, http_pending)
+        for authz in http_pending:
+            await _answer(env, session, client, authz)
     key_pem = new_private_key_pem()
-    fullchain = await asyncio.to_thread(client.issue, list(req.domains), key_pem)
+    fullchain = await _network(env, session, client.issue, list(req.domains), key_pem)
     return await _store(env, session, req, key_pem, fullchain)
 
 
@@ -486,15 +539,60 @@ async def renew_due(env: AcmeEnv) -> list[str]:
         ids = list((await session.execute(stmt)).scalars())
     renewed: list[str] = []
     for cert_id in ids:
+        # The clock again: a long tick must not claim the last certificates with a stale lease.
+        now = env.clock()
+        renewal_due = await _claim_renewal(env, cert_id, now)
+        if renewal_due is None:
+            continue
         async with env.db.session() as session:
             cert = await session.get(Certificate, cert_id)
-            if cert is not None and await _renew_one(env, session, cert, now):
+            if cert is not None and await _renew_one(env, session, cert, now, renewal_due):
                 renewed.append(cert.subject)
             await _commit(env, session)
     return renewed
 
 
-async def _renew_one(env: AcmeEnv, session: AsyncSession, cert: Certificate, now: datetime) -> bool:
+async def _claim_renewal(env: AcmeEnv, cert_id: str, now: datetime) -> bool | None:
+    """Claim a due certificate for this tick; None when it is not due (any more).
+
+    One committed conditional UPDATE pushes the due times ``RENEW_LEASE`` ahead, so another
+    tick running meanwhile skips the certificate. Returns whether the renewal itself is due
+    (False: only the ARI check is).
+    """
+    async with env.db.session() as session:
+        found = (
+            await session.execute(
+                select(Certificate.next_renewal_at, Certificate.next_check_at).where(
+                    Certificate.id == cert_id
+                )
+            )
+        ).first()
+        if found is None:
+            return None
+        renewal_due = found.next_renewal_at is not None and found.next_renewal_at <= now
+        check_due = found.next_check_at is not None and found.next_check_at <= now
+        if not (renewal_due or check_due):
+            return None
+        still_due, pushed = [], {}
+        if renewal_due:
+            still_due.append(Certificate.next_renewal_at <= now)
+            pushed["next_renewal_at"] = now + RENEW_LEASE
+        if check_due:
+            still_due.append(Certificate.next_check_at <= now)
+            pushed["next_check_at"] = now + RENEW_LEASE
+        result = await session.execute(
+            update(Certificate)
+            .where(Certificate.id == cert_id, and_(*still_due))
+            .values(**pushed)
+            .execution_options(synchronize_session=False)
+        )
+        await session.commit()
+    return renewal_due if cast(CursorResult[Any], result).rowcount == 1 else None
+
+
+async def _renew_one(
+    env: AcmeEnv, session: AsyncSession, cert: Certificate, now: datetime, renewal_due: bool
+) -> bool:
     subject, cert_id = cert.subject, cert.id
     req = CertificateRequest(
         grid_id=cert.grid_id,
@@ -508,15 +606,17 @@ async def _renew_one(env: AcmeEnv, session: AsyncSession, cert: Certificate, now
     try:
         account = await _account(session, cert.grid_id)
         client = await _client(env, session, account)
-        if cert.next_renewal_at is None or cert.next_renewal_at > now:
+        if not renewal_due:
             # Only the ARI check is due: ask the CA whether to renew early.
-            when, next_check = await asyncio.to_thread(client.renewal_time, cert.cert_pem)
-            # Retry-After is respected, but ARI is asked again at least daily.
-            cert.next_check_at = min(next_check, now + ARI_MAX_CHECK_INTERVAL)
+            when, next_check = await _network(env, session, client.renewal_time, cert.cert_pem)
             if when is None or when > now:
+                # Retry-After is respected, but ARI is asked again at least daily.
+                cert.next_check_at = min(next_check, now + ARI_MAX_CHECK_INTERVAL)
                 if when is not None:
                     cert.next_renewal_at = when
                 return False
+            # Renewing now: next_check_at keeps the claim's lease until the new certificate
+            # is stored (a short Retry-After would let another tick renew it meanwhile).
         await _issue(env, session, req)
         session.add(req)
     except (AcmeError, acme_dns.DnsCheckError) as error:

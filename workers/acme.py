@@ -6,15 +6,18 @@ from typing import Any
 
 import dramatiq
 
-from core.acme import AUTHORIZE, ISSUE, QUEUE, REGISTER
+from core.acme import AUTHORIZE, ISSUE, ISSUE_TIME_LIMIT_SECONDS, QUEUE, REGISTER
 from core.acme_work import AcmeEnv, renew_due, run_authorize, run_issue, run_register
 from core.errors import PermanentJobError
 from core.ticks import claim_tick
 from workers import context
 
 RENEW = "certs.renew"
-# The ACME calls have their own timeouts; validation waits at most 30 s per domain.
+# Registration and authorization: a few ACME calls, each with its own 30 s timeout.
 TIME_LIMIT_MS = 5 * 60 * 1000
+# Issuance also waits for the http-01 challenge deploys (once, all together) and validates
+# each domain: the bound is worked out at core.acme.ISSUE_TIME_LIMIT_SECONDS.
+ISSUE_TIME_LIMIT_MS = ISSUE_TIME_LIMIT_SECONDS * 1000
 
 
 def acme_env() -> AcmeEnv:
@@ -49,7 +52,11 @@ async def authorize(authz_id: str) -> None:
     await run_authorize(acme_env(), authz_id)
 
 
-@dramatiq.actor(actor_name=ISSUE.actor, work_kind=ISSUE.name, **_OPTIONS)
+@dramatiq.actor(
+    actor_name=ISSUE.actor,
+    work_kind=ISSUE.name,
+    **{**_OPTIONS, "time_limit": ISSUE_TIME_LIMIT_MS},
+)
 async def issue(request_id: str) -> None:
     """Verify the domains of a certificate request and issue the certificate."""
     await run_issue(acme_env(), request_id)
