@@ -14,8 +14,9 @@ from api.audit import client_ip, current_principal, ensure_audited, remember_pri
 from core.auth import Principal, authenticate
 from core.errors import AccessDenied, NotFound
 from core.runtime import Runtime
+from core.services import get_service
 from core.unit_of_work import UnitOfWork
-from models import Grid
+from models import Grid, Service
 
 
 def get_runtime(state: State) -> Runtime:
@@ -62,11 +63,20 @@ async def load_grid(uow: UnitOfWork, principal: Principal, name: str) -> Grid:
     return grid
 
 
+async def load_service(
+    uow: UnitOfWork, principal: Principal, grid: str, stack: str, service: str
+) -> tuple[Grid, Service]:
+    """The grid and the service named in a ``/v1/services/:grid/:stack/:service`` path."""
+    grid_row = await load_grid(uow, principal, grid)
+    return grid_row, await get_service(uow.session, grid_row, stack, service)
+
+
 __all__ = [
     "client_ip",
     "current_principal",
     "get_runtime",
     "load_grid",
+    "load_service",
     "provide_principal",
     "provide_uow",
     "request_info",

@@ -9,10 +9,10 @@ from litestar import Controller, Request, Response, get
 from litestar.datastructures import State
 from sqlalchemy import Select
 
-from api.deps import load_grid
+from api.deps import load_grid, load_service
 from api.log_streams import log_response
 from api.schemas.container_logs import container_log_view
-from core import container_logs, logs, services
+from core import container_logs, logs
 from core.auth import Principal
 from core.errors import Invalid
 from core.unit_of_work import UnitOfWork
@@ -108,8 +108,7 @@ class ServiceContainerLogController(Controller):
         principal: Principal,
     ) -> Response[Any]:
         """Filtered by ``container`` (names) and ``instance`` (numbers), paged as usual."""
-        grid_row = await load_grid(uow, principal, grid)
-        row = await services.get_service(uow.session, grid_row, stack, service)
+        grid_row, row = await load_service(uow, principal, grid, stack, service)
         params = request.query_params
         query = logs.parse_log_query(params)
         base = container_logs.service_container_log_select(

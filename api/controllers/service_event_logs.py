@@ -7,10 +7,10 @@ from typing import Any
 from litestar import Controller, Request, Response, get
 from litestar.datastructures import State
 
-from api.deps import load_grid
+from api.deps import load_service
 from api.log_streams import log_response
 from api.schemas.event_logs import event_log_view
-from core import logs, services
+from core import logs
 from core.auth import Principal
 from core.unit_of_work import UnitOfWork
 from models import EventLog
@@ -34,8 +34,7 @@ class ServiceEventLogController(Controller):
         principal: Principal,
     ) -> Response[Any]:
         """Events recorded for this service (create, deploy, scale, stop…), paged as usual."""
-        grid_row = await load_grid(uow, principal, grid)
-        row = await services.get_service(uow.session, grid_row, stack, service)
+        grid_row, row = await load_service(uow, principal, grid, stack, service)
         query = logs.parse_log_query(request.query_params)
         base = logs.event_log_select(grid_row.id, services=[f"{row.stack}/{row.name}"])
         grid_name = grid_row.name

@@ -10,13 +10,12 @@ from typing import Any
 
 from litestar import Controller, Request, get
 
-from api.deps import load_grid
+from api.deps import load_service
 from api.schemas.containers import ContainerList, container_view
 from api.schemas.nodes import StatsList
 from core import container_metrics, containers, node_metrics, services
 from core.auth import Principal
 from core.unit_of_work import UnitOfWork
-from models import Grid, Service
 
 
 class ServiceContainersController(Controller):
@@ -25,18 +24,12 @@ class ServiceContainersController(Controller):
     path = "/v1/services/{grid:str}/{stack:str}/{service:str}"
     tags = ["services"]
 
-    async def _load(
-        self, uow: UnitOfWork, principal: Principal, grid: str, stack: str, service: str
-    ) -> tuple[Grid, Service]:
-        grid_row = await load_grid(uow, principal, grid)
-        return grid_row, await services.get_service(uow.session, grid_row, stack, service)
-
     @get("/containers", summary="List a service's containers")
     async def list_service_containers(
         self, grid: str, stack: str, service: str, uow: UnitOfWork, principal: Principal
     ) -> ContainerList:
         """The service's containers on connected nodes, oldest first."""
-        grid_row, row = await self._load(uow, principal, grid, stack, service)
+        grid_row, row = await load_service(uow, principal, grid, stack, service)
         found = await containers.list_containers(uow.session, grid_row.id, service_id=row.id)
         path = services.service_path(grid_row.name, row)
         return ContainerList(
@@ -54,7 +47,7 @@ class ServiceContainersController(Controller):
         principal: Principal,
     ) -> StatsList:
         """Running containers of the service with their latest stats, largest first."""
-        grid_row, row = await self._load(uow, principal, grid, stack, service)
+        grid_row, row = await load_service(uow, principal, grid, stack, service)
         params = request.query_params
         sort = node_metrics.parse_sort(params.get("sort"))
         limit = node_metrics.parse_limit(params.get("limit"))
@@ -72,7 +65,7 @@ class ServiceContainersController(Controller):
         principal: Principal,
     ) -> container_metrics.ServiceMetrics:
         """Per-minute stats of the service's containers (default: the last hour)."""
-        _grid_row, row = await self._load(uow, principal, grid, stack, service)
+        _grid_row, row = await load_service(uow, principal, grid, stack, service)
         params = request.query_params
         start, end = node_metrics.parse_window(params.get("from"), params.get("to"))
         return await container_metrics.service_metrics(uow.session, row.id, start, end)

@@ -14,7 +14,7 @@ from litestar import Controller, Request, delete, get, post, put
 from sqlalchemy import select
 
 from api.audit import audit
-from api.deps import load_grid
+from api.deps import load_grid, load_service
 from api.schemas.services import (
     DeployList,
     DeployView,
@@ -123,18 +123,12 @@ class ServiceController(Controller):
     path = "/v1/services/{grid:str}/{stack:str}/{service:str}"
     tags = ["services"]
 
-    async def _load(
-        self, uow: UnitOfWork, principal: Principal, grid: str, stack: str, service: str
-    ) -> tuple[Grid, Service]:
-        grid_row = await load_grid(uow, principal, grid)
-        return grid_row, await services.get_service(uow.session, grid_row, stack, service)
-
     @get("/", summary="Get a service")
     async def get_service(
         self, grid: str, stack: str, service: str, uow: UnitOfWork, principal: Principal
     ) -> ServiceView:
         """One service."""
-        grid_row, row = await self._load(uow, principal, grid, stack, service)
+        grid_row, row = await load_service(uow, principal, grid, stack, service)
         return (await render_services(uow, grid_row, [row]))[0]
 
     @put("/", summary="Update a service")
@@ -148,7 +142,7 @@ class ServiceController(Controller):
         principal: Principal,
     ) -> ServiceView:
         """Change the given attributes; lists are replaced whole."""
-        grid_row, row = await self._load(uow, principal, grid, stack, service)
+        grid_row, row = await load_service(uow, principal, grid, stack, service)
         body = await request.body()
         data = decode_body(body, ServiceUpdate)
         await services.update_service(uow.session, principal, grid_row, row, data)
@@ -168,7 +162,7 @@ class ServiceController(Controller):
         principal: Principal,
     ) -> dict[str, Any]:
         """Remove the service: answers ``{}`` at once; a job removes its containers."""
-        grid_row, row = await self._load(uow, principal, grid, stack, service)
+        grid_row, row = await load_service(uow, principal, grid, stack, service)
         await services.delete_service(uow, principal, grid_row, row)
         _audit(request, uow, principal, grid_row, row, "delete")
         return {}
@@ -184,7 +178,7 @@ class ServiceController(Controller):
         principal: Principal,
     ) -> DeployView:
         """Create a deploy (state ``created``) and queue it; ``force`` bumps the revision."""
-        grid_row, row = await self._load(uow, principal, grid, stack, service)
+        grid_row, row = await load_service(uow, principal, grid, stack, service)
         body = await request.body()
         data = decode_body(body, DeployBody)
         deploy = await service_actions.deploy_service(
@@ -204,7 +198,7 @@ class ServiceController(Controller):
         principal: Principal,
     ) -> DeployView:
         """Set the instance count and deploy."""
-        grid_row, row = await self._load(uow, principal, grid, stack, service)
+        grid_row, row = await load_service(uow, principal, grid, stack, service)
         body = await request.body()
         data = decode_body(body, ScaleBody)
         deploy = await service_actions.scale_service(uow, principal, grid_row, row, data.instances)
@@ -222,7 +216,7 @@ class ServiceController(Controller):
         principal: Principal,
     ) -> dict[str, Any]:
         """Desired state ``running`` for the service and its instances."""
-        grid_row, row = await self._load(uow, principal, grid, stack, service)
+        grid_row, row = await load_service(uow, principal, grid, stack, service)
         await service_actions.set_service_state(uow, principal, grid_row, row, "running")
         _audit(request, uow, principal, grid_row, row, "start")
         return {}
@@ -238,7 +232,7 @@ class ServiceController(Controller):
         principal: Principal,
     ) -> dict[str, Any]:
         """Desired state ``stopped`` for the service and its instances."""
-        grid_row, row = await self._load(uow, principal, grid, stack, service)
+        grid_row, row = await load_service(uow, principal, grid, stack, service)
         await service_actions.set_service_state(uow, principal, grid_row, row, "stopped")
         _audit(request, uow, principal, grid_row, row, "stop")
         return {}
@@ -254,7 +248,7 @@ class ServiceController(Controller):
         principal: Principal,
     ) -> dict[str, Any]:
         """Restart every placed instance."""
-        grid_row, row = await self._load(uow, principal, grid, stack, service)
+        grid_row, row = await load_service(uow, principal, grid, stack, service)
         await service_actions.restart_service(uow, principal, grid_row, row)
         _audit(request, uow, principal, grid_row, row, "restart")
         return {}
@@ -264,7 +258,7 @@ class ServiceController(Controller):
         self, grid: str, stack: str, service: str, uow: UnitOfWork, principal: Principal
     ) -> DeployList:
         """The service's deploys, newest first."""
-        grid_row, row = await self._load(uow, principal, grid, stack, service)
+        grid_row, row = await load_service(uow, principal, grid, stack, service)
         rows = await service_actions.list_deploys(uow.session, row)
         return DeployList(deploys=[deploy_view(grid_row, row, item) for item in rows])
 
@@ -279,7 +273,7 @@ class ServiceController(Controller):
         principal: Principal,
     ) -> DeployView:
         """One deploy object (404 ``Not found``)."""
-        grid_row, row = await self._load(uow, principal, grid, stack, service)
+        grid_row, row = await load_service(uow, principal, grid, stack, service)
         deploy = await service_actions.get_deploy(uow.session, row, deploy_id)
         return deploy_view(grid_row, row, deploy)
 
@@ -288,7 +282,7 @@ class ServiceController(Controller):
         self, grid: str, stack: str, service: str, uow: UnitOfWork, principal: Principal
     ) -> InstanceList:
         """The service's instances by number."""
-        grid_row, row = await self._load(uow, principal, grid, stack, service)
+        grid_row, row = await load_service(uow, principal, grid, stack, service)
         items = await service_actions.list_instances(uow.session, row)
         return InstanceList(instances=_instances(grid_row, items))
 
@@ -303,7 +297,7 @@ class ServiceController(Controller):
         principal: Principal,
     ) -> InstanceView:
         """One instance (404 ``Not found``)."""
-        grid_row, row = await self._load(uow, principal, grid, stack, service)
+        grid_row, row = await load_service(uow, principal, grid, stack, service)
         instance, node = await service_actions.get_instance(uow.session, row, instance_id)
         return instance_view(grid_row, instance, node)
 
