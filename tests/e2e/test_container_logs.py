@@ -139,7 +139,13 @@ async def test_lines_arrive_in_order_follow_streams_and_an_agent_restart_loses_n
     agents.procs["node-1"].kill()
     agents.procs["node-1"].wait(10)
     await asyncio.to_thread(say, docker_client, "talker-1", "while-down-1", "while-down-2")
-    await asyncio.sleep(0.3)  # let the container print them before the agent comes back
+
+    async def printed_while_down() -> bool:
+        # The container printed them (Docker has them) before the agent comes back.
+        logs = await asyncio.to_thread(docker_client.containers.get("talker-1").logs, tail=5)
+        return b"while-down-2" in logs
+
+    await eventually(printed_while_down, deadline=10, what="lines printed while the agent is down")
     agents.start("node-1", docker_hosts[0], **env)
     await asyncio.to_thread(say, docker_client, "talker-1", "after-restart")
 
